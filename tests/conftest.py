@@ -1,0 +1,53 @@
+"""Shared fixtures: every backend test runs once per backend.
+
+The CuPy lane runs wherever CuPy imports and a CUDA device is present; on
+other machines its cases are reported as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+# Plots in tests never open a window.
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from xpcnn import backend  # noqa: E402
+
+BACKENDS = ["numpy", "cupy"]
+
+
+def _skip_reason(name: str) -> str | None:
+    if name in backend.available():
+        return None
+    try:
+        backend.module(name)
+    except backend.BackendUnavailableError as exc:
+        return str(exc)
+    return f"backend {name} unavailable"
+
+
+@pytest.fixture(params=BACKENDS)
+def xp(request):
+    """The array module of each backend (``numpy``, then ``cupy`` where usable)."""
+    reason = _skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    return backend.module(request.param)
+
+
+@pytest.fixture
+def rng():
+    """A fresh, seeded host generator: tests draw on the host, then move arrays."""
+    return np.random.default_rng(12345)
+
+
+def to_xp(xp, a):
+    """Host array -> array of module `xp` (a plain copy for NumPy)."""
+    return xp.asarray(a)
+
+
+def to_host(a):
+    return backend.to_numpy(a)

@@ -1,0 +1,1 @@
+"""One module per ``xpcnn`` subcommand; see :mod:`xpcnn.cli`."""

@@ -1,0 +1,11 @@
+"""``xpcnn bench``: being written."""
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    from ..cli import UsageError
+
+    raise UsageError("xpcnn bench: not available yet")

@@ -1,0 +1,11 @@
+"""``xpcnn demo``: being written."""
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    from ..cli import UsageError
+
+    raise UsageError("xpcnn demo: not available yet")

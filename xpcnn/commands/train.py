@@ -1,0 +1,11 @@
+"""``xpcnn train``: being written."""
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    from ..cli import UsageError
+
+    raise UsageError("xpcnn train: not available yet")

@@ -1,0 +1,53 @@
+"""Pure array functions, forward and backward, written once against ``xp``.
+
+Imported as ``from xpcnn import functional as F``. Layout NCHW; weights in
+PyTorch's shapes. Every op has a public backward.
+"""
+
+from .activations import (
+    leaky_relu,
+    leaky_relu_backward,
+    log_softmax,
+    log_softmax_backward,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    softmax_backward,
+    tanh,
+    tanh_backward,
+)
+from .conv import ALGOS, choose_algo, conv2d, conv2d_backward, conv_geometry
+from .linear import linear, linear_backward
+from .loss import check_labels, cross_entropy, cross_entropy_backward
+from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
+
+__all__ = [
+    "ALGOS",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "check_labels",
+    "choose_algo",
+    "conv2d",
+    "conv2d_backward",
+    "conv_geometry",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "linear",
+    "linear_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "relu",
+    "relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "softmax",
+    "softmax_backward",
+    "tanh",
+    "tanh_backward",
+]

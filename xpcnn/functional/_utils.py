@@ -1,0 +1,53 @@
+"""Argument handling shared by the functional ops: pairs, output sizes, checks.
+
+Everything here runs on shapes and dtypes only (no array data is touched), so
+the checks cost nothing and run before any heavy work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import get_array_module
+
+
+def pair(value: Any, name: str, minimum: int = 0) -> tuple[int, int]:
+    """``int`` or 2-sequence of ints -> ``(a, b)``, each ``>= minimum``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int) or hasattr(value, "__index__"):
+        a = b = int(value)
+    else:
+        try:
+            a, b = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if a < minimum or b < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return a, b
+
+
+def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """PyTorch's floor formula for one spatial dimension."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def check_float(x: Any, name: str) -> None:
+    """Reject non-arrays and non-float dtypes (float32 and float64 are supported)."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(x).__name__}")
+    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+
+
+def check_ndim(x: Any, ndim: int, name: str, layout: str) -> None:
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(x.shape)} ({x.ndim}-D)")
+
+
+def check_same(a: Any, b: Any, names: str) -> None:
+    """Same dtype and same backend, so that no op silently upcasts or fails on the device."""
+    if type(a) is not type(b) and get_array_module(a) is not get_array_module(b):
+        raise TypeError(f"{names} must be on the same backend, got {type(a).__name__} and {type(b).__name__}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{names} must have the same dtype, got {a.dtype} and {b.dtype}")

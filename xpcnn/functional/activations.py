@@ -1,0 +1,111 @@
+"""Element-wise activations and softmax, each with its backward.
+
+Backward functions take what the forward needs to be differentiated cheaply:
+the input for ReLU-like ops, the output for sigmoid, tanh and the softmaxes.
+"""
+
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ._utils import check_float, check_same
+
+
+def _check_dy(dy, ref, name: str) -> None:
+    check_float(dy, "dy")
+    check_same(ref, dy, f"{name} and dy")
+    if dy.shape != ref.shape:
+        raise ValueError(f"dy must have the shape of {name} {tuple(ref.shape)}, got {tuple(dy.shape)}")
+
+
+def relu(x):
+    """``max(x, 0)`` element-wise; same shape and dtype as `x` (float32 or float64)."""
+    check_float(x, "x")
+    return get_array_module(x).maximum(x, 0)
+
+
+def relu_backward(dy, x):
+    """Gradient of :func:`relu`: `dy` where ``x > 0``, else 0 (0 at ``x == 0``, as PyTorch)."""
+    check_float(x, "x")
+    _check_dy(dy, x, "x")
+    return get_array_module(x).where(x > 0, dy, 0)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """`x` where ``x > 0``, else ``negative_slope * x``; same shape and dtype as `x`."""
+    check_float(x, "x")
+    return get_array_module(x).where(x > 0, x, x * x.dtype.type(negative_slope))
+
+
+def leaky_relu_backward(dy, x, negative_slope=0.01):
+    """Gradient of :func:`leaky_relu` with respect to `x`."""
+    check_float(x, "x")
+    _check_dy(dy, x, "x")
+    return get_array_module(x).where(x > 0, dy, dy * x.dtype.type(negative_slope))
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x/2)) / 2``.
+
+    The tanh form never overflows, so large ``|x|`` gives exactly 0 or 1
+    without warnings.
+    """
+    check_float(x, "x")
+    xp = get_array_module(x)
+    half = x.dtype.type(0.5)
+    return half * (1 + xp.tanh(half * x))
+
+
+def sigmoid_backward(dy, y):
+    """Gradient of :func:`sigmoid`, from its output `y`: ``dy * y * (1 - y)``."""
+    check_float(y, "y")
+    _check_dy(dy, y, "y")
+    return dy * y * (1 - y)
+
+
+def tanh(x):
+    """Hyperbolic tangent element-wise; same shape and dtype as `x`."""
+    check_float(x, "x")
+    return get_array_module(x).tanh(x)
+
+
+def tanh_backward(dy, y):
+    """Gradient of :func:`tanh`, from its output `y`: ``dy * (1 - y**2)``."""
+    check_float(y, "y")
+    _check_dy(dy, y, "y")
+    return dy * (1 - y * y)
+
+
+def softmax(x, axis=-1):
+    """Softmax along `axis`, stabilised by subtracting the maximum.
+
+    Returns an array of the shape and dtype of `x` whose slices along `axis`
+    are positive and sum to 1.
+    """
+    check_float(x, "x")
+    xp = get_array_module(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def softmax_backward(dy, y, axis=-1):
+    """Gradient of :func:`softmax`, from its output `y`: ``y * (dy - sum(dy * y))``."""
+    check_float(y, "y")
+    _check_dy(dy, y, "y")
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+
+def log_softmax(x, axis=-1):
+    """``log(softmax(x))`` along `axis`, by the log-sum-exp trick (no overflow, no log(0))."""
+    check_float(x, "x")
+    xp = get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def log_softmax_backward(dy, y, axis=-1):
+    """Gradient of :func:`log_softmax`, from its output `y`: ``dy - exp(y) * sum(dy)``."""
+    check_float(y, "y")
+    _check_dy(dy, y, "y")
+    xp = get_array_module(y)
+    return dy - xp.exp(y) * dy.sum(axis=axis, keepdims=True)

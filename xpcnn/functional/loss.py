@@ -1,0 +1,83 @@
+"""Softmax cross-entropy on integer class labels, mean over the batch."""
+
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ._utils import check_float, check_ndim
+from .activations import log_softmax, softmax
+
+
+def check_labels(labels, num_classes: int, *, check_range: bool = True) -> None:
+    """Check that `labels` is a 1-D integer array of class ids in ``[0, num_classes)``.
+
+    The range check reads two numbers back from the array (a device sync on
+    CuPy); pass ``check_range=False`` inside training loops that checked
+    their labels once up front.
+
+    Raises
+    ------
+    TypeError
+        If `labels` is not an integer array.
+    ValueError
+        If it is not 1-D or a label lies outside ``[0, num_classes)``; the
+        message names the offending label and the range.
+    """
+    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be an integer array of class ids, got {getattr(labels, 'dtype', type(labels).__name__)}")
+    check_ndim(labels, 1, "labels", "(N,)")
+    if check_range and labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"label {bad} is outside the range [0, {num_classes}) of the {num_classes} classes")
+
+
+def _check(logits, labels, check_range):
+    check_float(logits, "logits")
+    check_ndim(logits, 2, "logits", "(N, classes)")
+    check_labels(labels, logits.shape[1], check_range=check_range)
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"logits has {logits.shape[0]} rows but labels has {labels.shape[0]}")
+
+
+def cross_entropy(logits, labels, *, check_range=True):
+    """Mean softmax cross-entropy, as ``torch.nn.functional.cross_entropy``.
+
+    Parameters
+    ----------
+    logits : array, shape (N, classes), float32 or float64
+        Unnormalised scores.
+    labels : integer array, shape (N,)
+        Class ids in ``[0, classes)``.
+    check_range : bool
+        Check the label range (see :func:`check_labels`).
+
+    Returns
+    -------
+    0-d array of the dtype of `logits`
+        ``-mean(log_softmax(logits)[n, labels[n]])``; stays on the device.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-float logits, non-integer labels, shape mismatch, label out of range.
+    """
+    _check(logits, labels, check_range)
+    xp = get_array_module(logits)
+    logp = log_softmax(logits, axis=1)
+    return -logp[xp.arange(logits.shape[0]), labels].mean()
+
+
+def cross_entropy_backward(logits, labels, dloss=1.0, *, check_range=True):
+    """Gradient of :func:`cross_entropy` with respect to `logits`.
+
+    Returns ``dloss * (softmax(logits) - onehot(labels)) / N``, shape and
+    dtype of `logits`.
+    """
+    _check(logits, labels, check_range)
+    xp = get_array_module(logits)
+    n = logits.shape[0]
+    grad = softmax(logits, axis=1)
+    grad[xp.arange(n), labels] -= 1
+    grad *= logits.dtype.type(1.0 / n)
+    return grad * dloss if not (isinstance(dloss, float) and dloss == 1.0) else grad

@@ -1,0 +1,195 @@
+"""Max and average pooling over NCHW batches, and their gradients.
+
+Both loop over the ``KH * KW`` offsets of the window and combine strided
+slices of the (padded) input: one vectorised pass per offset, no window
+buffer, which is the fastest form on NumPy and CuPy alike.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..backend import Array, get_array_module
+from ._utils import check_float, check_ndim, check_same, out_size, pair
+
+
+class PoolGeometry(NamedTuple):
+    N: int
+    C: int
+    H: int
+    W: int
+    KH: int
+    KW: int
+    SH: int
+    SW: int
+    PH: int
+    PW: int
+    OH: int
+    OW: int
+
+    def window(self, i: int, j: int) -> tuple[slice, slice]:
+        """Rows and columns of the padded input that window offset (i, j) reads."""
+        return (
+            slice(i, i + self.SH * (self.OH - 1) + 1, self.SH),
+            slice(j, j + self.SW * (self.OW - 1) + 1, self.SW),
+        )
+
+
+def pool_geometry(x: Array, kernel_size, stride=None, padding=0) -> PoolGeometry:
+    """Check pooling arguments and compute the output size (PyTorch's floor formula).
+
+    Raises
+    ------
+    TypeError
+        `x` is not a float32/float64 array, or a size is not an int or a pair.
+    ValueError
+        `x` is not 4-D, kernel or stride < 1, padding > kernel // 2 (as in
+        PyTorch), or the window is larger than the padded input.
+    """
+    check_float(x, "x")
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    N, C, H, W = x.shape
+    KH, KW = pair(kernel_size, "kernel_size", 1)
+    SH, SW = (KH, KW) if stride is None else pair(stride, "stride", 1)
+    PH, PW = pair(padding, "padding", 0)
+    if PH > KH // 2 or PW > KW // 2:
+        raise ValueError(f"padding {(PH, PW)} must be at most half the kernel size {(KH, KW)}")
+    if KH > H + 2 * PH or KW > W + 2 * PW:
+        raise ValueError(f"pooling window {(KH, KW)} is larger than the padded input {(H + 2 * PH, W + 2 * PW)}")
+    return PoolGeometry(N, C, H, W, KH, KW, SH, SW, PH, PW, out_size(H, KH, SH, PH), out_size(W, KW, SW, PW))
+
+
+def _pad(x: Array, g: PoolGeometry, value: float) -> Array:
+    if g.PH == g.PW == 0:
+        return x
+    xp = get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW)), constant_values=value)
+
+
+def _check_dy(dy: Array, x: Array, g: PoolGeometry) -> None:
+    check_float(dy, "dy")
+    check_same(x, dy, "x and dy")
+    if tuple(dy.shape) != (g.N, g.C, g.OH, g.OW):
+        raise ValueError(f"dy must have the output's shape {(g.N, g.C, g.OH, g.OW)}, got {tuple(dy.shape)}")
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max pooling, as ``torch.nn.functional.max_pool2d`` (floor mode).
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to `kernel_size`.
+    padding : int or (int, int)
+        Implicit ``-inf`` padding on each side, at most ``kernel_size // 2``.
+
+    Returns
+    -------
+    array, shape (N, C, OH, OW), dtype of `x`
+
+    Raises
+    ------
+    TypeError, ValueError
+        See :func:`pool_geometry`.
+    """
+    g = pool_geometry(x, kernel_size, stride, padding)
+    xpad = _pad(x, g, float("-inf"))
+    y = None
+    for i in range(g.KH):
+        for j in range(g.KW):
+            s = xpad[(slice(None), slice(None)) + g.window(i, j)]
+            if y is None:
+                y = s.copy()
+            else:
+                get_array_module(x).maximum(y, s, out=y)
+    return y
+
+
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """Gradient of :func:`max_pool2d` with respect to `x`.
+
+    Each output's gradient goes to the position of its window's maximum; when
+    several positions tie, the first in row-major window order wins (one
+    winner, so the gradient's total is preserved).
+
+    Parameters
+    ----------
+    dy : array, shape (N, C, OH, OW)
+    x : array, shape (N, C, H, W)
+        The input given to ``max_pool2d``.
+    kernel_size, stride, padding
+        As given to ``max_pool2d``.
+
+    Returns
+    -------
+    dx : array, shape of `x`
+    """
+    xp = get_array_module(x)
+    g = pool_geometry(x, kernel_size, stride, padding)
+    _check_dy(dy, x, g)
+    xpad = _pad(x, g, float("-inf"))
+    y = max_pool2d(x, kernel_size, stride, padding)
+    dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
+    free = xp.ones(y.shape, dtype=bool)  # outputs whose winner is not found yet
+    for i in range(g.KH):
+        for j in range(g.KW):
+            win = (slice(None), slice(None)) + g.window(i, j)
+            hit = (xpad[win] == y) & free
+            dxpad[win] += xp.where(hit, dy, 0)
+            free &= ~hit
+    return dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Average pooling, as ``torch.nn.functional.avg_pool2d`` (floor mode).
+
+    Padded zeros count in the average (PyTorch's ``count_include_pad=True``).
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W), float32 or float64
+    kernel_size, stride, padding
+        As :func:`max_pool2d` (zero padding).
+
+    Returns
+    -------
+    array, shape (N, C, OH, OW), dtype of `x`
+    """
+    g = pool_geometry(x, kernel_size, stride, padding)
+    xpad = _pad(x, g, 0.0)
+    y = None
+    for i in range(g.KH):
+        for j in range(g.KW):
+            s = xpad[(slice(None), slice(None)) + g.window(i, j)]
+            if y is None:
+                y = s.copy()
+            else:
+                y += s
+    y *= x.dtype.type(1.0 / (g.KH * g.KW))
+    return y
+
+
+def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """Gradient of :func:`avg_pool2d`: each output's gradient spread evenly over its window.
+
+    Parameters
+    ----------
+    dy : array, shape (N, C, OH, OW)
+    x : array, shape (N, C, H, W)
+        The input given to ``avg_pool2d`` (only its shape and dtype are used).
+
+    Returns
+    -------
+    dx : array, shape of `x`
+    """
+    xp = get_array_module(x)
+    g = pool_geometry(x, kernel_size, stride, padding)
+    _check_dy(dy, x, g)
+    share = dy * x.dtype.type(1.0 / (g.KH * g.KW))
+    dxpad = xp.zeros((g.N, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW), dtype=x.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            dxpad[(slice(None), slice(None)) + g.window(i, j)] += share
+    return dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
