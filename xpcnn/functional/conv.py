@@ -176,12 +176,14 @@ def _forward_einsum(x, w, g, y):
     xp = get_array_module(x)
     wg = _grouped_weights(w, g)
     Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
-    per_sample = x.itemsize * (g.C * Hp * Wp + g.C * g.KH * g.KW * g.L + g.O * g.L)
+    # einsum copies the windows (im2col-sized, once more for its own reordering) and its output.
+    per_sample = x.itemsize * (g.C * Hp * Wp + 2 * g.C * g.KH * g.KW * g.L + 2 * g.O * g.L)
     step = _chunk(g, per_sample)
     for n0 in range(0, g.N, step):
         win = _windows(_pad(x[n0 : n0 + step], g), g)
         out = xp.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True)
         y[n0 : n0 + step] = out.reshape(out.shape[0], g.O, g.OH, g.OW)
+        del win, out  # free before the next chunk allocates its own
 
 
 def _forward_gemm(x, w, g, y):
@@ -194,6 +196,7 @@ def _forward_gemm(x, w, g, y):
         col = _im2col(_pad(x[n0 : n0 + step], g), g)
         yc = y[n0 : n0 + step].reshape(col.shape[0], g.G, g.O // g.G, g.L)
         xp.matmul(wk, col, out=yc)
+        del col  # free before the next chunk allocates its own
 
 
 def _forward_shift(x, w, g, y):
@@ -210,7 +213,7 @@ def _forward_shift(x, w, g, y):
         per_sample = x.itemsize * (g.C * (Hp + 1) * Wp + 2 * g.O * span)
     else:
         span = g.L
-        per_sample = x.itemsize * (g.C * Hp * Wp + g.C * span + 2 * g.O * span)
+        per_sample = x.itemsize * (g.C * Hp * Wp + 2 * g.C * span + 2 * g.O * span)
     step = _chunk(g, per_sample)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
@@ -234,6 +237,7 @@ def _forward_shift(x, w, g, y):
             y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, Wp)[..., : g.OW]
         else:
             y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, g.OW)
+        del xpad, acc, tmp  # free before the next chunk allocates its own
 
 
 _FORWARD = {"einsum": _forward_einsum, "gemm": _forward_gemm, "shift": _forward_shift}
@@ -358,5 +362,6 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1):
                 rows, cols = _offset_slice(g, i, j)
                 dxpad[:, :, rows, cols] += dcol[:, :, i, j]
         dx[n0 : n0 + step] = dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
+        del dcol, dxpad  # free before the next chunk allocates its own
     db = dy.sum(axis=(0, 2, 3))
     return dx, dw.reshape(w.shape), db
