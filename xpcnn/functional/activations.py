@@ -52,7 +52,11 @@ def sigmoid(x):
     check_float(x, "x")
     xp = get_array_module(x)
     half = x.dtype.type(0.5)
-    return half * (1 + xp.tanh(half * x))
+    y = x * half  # one fresh buffer, then in place: a third of the memory traffic
+    xp.tanh(y, out=y)
+    y += 1
+    y *= half
+    return y
 
 
 def sigmoid_backward(dy, y):
