@@ -15,6 +15,8 @@ the host, then ``tutorial.pipeline(img, banks)`` runs the network.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 
 import numpy as np
 
@@ -135,9 +137,14 @@ def load_image(spec: str = "chelsea", *, color: bool = False, max_side: int | No
         if os.path.isdir(path):
             raise _usage_error(f"--image {spec!r} is a directory, not an image file")
         try:
-            raw = skimage.io.imread(path)
+            with warnings.catch_warnings():  # imageio warns while it tries plugins: keep stderr to one line
+                warnings.simplefilter("ignore")
+                raw = skimage.io.imread(path)
         except Exception as exc:  # each imageio/Pillow plugin raises its own type
-            raise _usage_error(f"cannot read image {spec!r} ({type(exc).__name__}: {exc})") from None
+            reason = re.split(r"\.\s", str(exc))[0].strip()[:160]  # imageio appends plugin install hints: drop them
+            raise _usage_error(
+                f"cannot read image {spec!r}: not a picture scikit-image can read ({type(exc).__name__}: {reason})"
+            ) from None
     raw = np.asarray(raw)
     if raw.ndim == 3 and raw.shape[2] in (1, 2):  # gray, or gray + alpha
         raw = raw[:, :, 0]
@@ -239,7 +246,7 @@ def run(args) -> int:
     try:
         xp = backend.module(args.backend)
     except ValueError as exc:
-        raise _usage_error(f"--backend: {exc}") from None
+        raise _usage_error(f"--backend: {exc}" if args.backend is not None else str(exc)) from None
     name = "cupy" if backend.is_device(xp) else "numpy"
     if args.max_side is not None and args.max_side < 0:
         raise _usage_error(f"--max-side must be >= 0, got {args.max_side}")
