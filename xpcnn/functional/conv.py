@@ -23,10 +23,11 @@ stay within ``xpcnn.config.workspace_bytes``.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 from .. import config
-from ..backend import Array, get_array_module
+from ..backend import Array, get_array_module, is_device
 from ._utils import check_float, check_ndim, check_same, out_size, pair
 
 ALGOS = ("auto", "einsum", "gemm", "shift")
@@ -132,12 +133,12 @@ def choose_algo(g: ConvGeometry, xp=None) -> str:
     return "gemm"
 
 
-def _pad(x: Array, g: ConvGeometry, extra_rows: int = 0) -> Array:
-    """Zero-pad the spatial dims (and add `extra_rows` at the bottom)."""
-    if g.PH == g.PW == extra_rows == 0:
+def _pad(x: Array, g: ConvGeometry) -> Array:
+    """Zero-pad the spatial dims."""
+    if g.PH == g.PW == 0:
         return x
     xp = get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (g.PH, g.PH + extra_rows), (g.PW, g.PW)))
+    return xp.pad(x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW)))
 
 
 def _windows(xpad: Array, g: ConvGeometry) -> Array:
@@ -150,22 +151,21 @@ def _windows(xpad: Array, g: ConvGeometry) -> Array:
     return win.reshape(n, g.G, g.C // g.G, g.OH, g.OW, g.KH, g.KW)
 
 
-def _im2col(xpad: Array, g: ConvGeometry) -> Array:
-    """Contiguous ``(N, G, C/G*KH*KW, OH*OW)`` im2col matrix of a padded chunk."""
-    xp = get_array_module(xpad)
-    cols = _windows(xpad, g).transpose(0, 1, 2, 5, 6, 3, 4)
-    return xp.ascontiguousarray(cols).reshape(xpad.shape[0], g.G, g.K, g.L)
+#: Per-chunk temporaries that fit the CPU's caches: measured faster than one
+#: large chunk on NumPy (the im2col copy and the GEMM stay in L2/L3).
+CACHE_CHUNK_BYTES = 8 * 2**20
 
 
-def _offset_slice(g: ConvGeometry, i: int, j: int) -> tuple[slice, slice]:
-    """Rows and columns of the padded input that kernel offset (i, j) reads."""
-    r0, c0 = i * g.DH, j * g.DW
-    return (slice(r0, r0 + g.SH * (g.OH - 1) + 1, g.SH), slice(c0, c0 + g.SW * (g.OW - 1) + 1, g.SW))
+def _chunk(g: ConvGeometry, per_sample_bytes: int, xp=None) -> int:
+    """Batch chunk size that keeps temporaries under ``config.workspace_bytes``.
 
-
-def _chunk(g: ConvGeometry, per_sample_bytes: int) -> int:
-    """Batch chunk size that keeps temporaries under ``config.workspace_bytes``."""
-    return max(1, min(g.N, int(config.workspace_bytes) // max(1, per_sample_bytes)))
+    Given a host module `xp`, also under :data:`CACHE_CHUNK_BYTES` (on a GPU,
+    larger chunks mean fewer kernel launches).
+    """
+    limit = int(config.workspace_bytes)
+    if xp is not None and not is_device(xp):
+        limit = min(limit, CACHE_CHUNK_BYTES)
+    return max(1, min(g.N, limit // max(1, per_sample_bytes)))
 
 
 def _grouped_weights(w: Array, g: ConvGeometry) -> Array:
@@ -186,58 +186,133 @@ def _forward_einsum(x, w, g, y):
         del win, out  # free before the next chunk allocates its own
 
 
+class _Phases:
+    """The padded input as ``SH * SW`` flattened polyphase images.
+
+    Phase ``(a, b)`` holds the padded rows ``a, a + SH, ...`` and columns
+    ``b, b + SW, ...``, flattened row-major with row length ``Wph`` and one
+    spare zero row. Kernel tap ``(i, j)`` then reads, for all output positions
+    at once, the *contiguous* slice ``[s0, s0 + OH * Wph)`` of one phase: each
+    output row is followed by ``Wph - OW`` junk columns, cropped at the end.
+    So an im2col row is one contiguous copy, and a per-tap matrix product
+    needs no copy at all. With stride 1 there is a single phase.
+    """
+
+    def __init__(self, g: ConvGeometry):
+        self.g = g
+        Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
+        self.Hph, self.Wph = -(-Hp // g.SH), -(-Wp // g.SW)
+        self.L = g.OH * self.Wph  # output positions per image, junk columns included
+        self.taps = []  # (t, a, b, s0): tap index i*KW + j, its phase and slice start
+        for i in range(g.KH):
+            for j in range(g.KW):
+                a, r = divmod(i * g.DH, g.SH)[::-1]
+                b, c = divmod(j * g.DW, g.SW)[::-1]
+                self.taps.append((i * g.KW + j, a, b, r * self.Wph + c))
+        self.fills = []  # (a, b, phase rows, phase cols, input rows, input cols)
+        for a in range(g.SH):
+            xr0 = (a - g.PH) % g.SH  # first input row whose padded row is in phase a
+            nr = len(range(xr0, g.H, g.SH))
+            for b in range(g.SW):
+                xc0 = (b - g.PW) % g.SW
+                nc = len(range(xc0, g.W, g.SW))
+                if nr and nc:
+                    k0, c0 = (xr0 + g.PH - a) // g.SH, (xc0 + g.PW - b) // g.SW
+                    self.fills.append((a, b, slice(k0, k0 + nr), slice(c0, c0 + nc), slice(xr0, None, g.SH), slice(xc0, None, g.SW)))
+
+    def shape(self, n: int) -> tuple:
+        return (self.g.SH, self.g.SW, n, self.g.C, self.Hph + 1, self.Wph)
+
+    def split(self, x: Array, out: Array) -> Array:
+        """Write chunk `x` ``(n, C, H, W)`` into `out` (``shape(n)``); return the flat view."""
+        out[...] = 0
+        for a, b, pr, pc, xr, xc in self.fills:
+            out[a, b, :, :, pr, pc] = x[:, :, xr, xc]
+        return out.reshape(self.g.SH, self.g.SW, x.shape[0], self.g.C, -1)
+
+    def merge(self, grad: Array, dx: Array) -> None:
+        """Inverse of :meth:`split` for gradients: read `grad` (``shape(n)``) into `dx`."""
+        for a, b, pr, pc, xr, xc in self.fills:
+            dx[:, :, xr, xc] = grad[a, b, :, :, pr, pc]
+
+    def slice(self, flat: Array, tap) -> Array:
+        """``(n, C, L)`` view of the input values that `tap` multiplies."""
+        _, a, b, s0 = tap
+        return flat[a, b, :, :, s0 : s0 + self.L]
+
+
+_buffers = threading.local()
+
+
+def _workspace(xp, role: str, shape: tuple, dtype) -> Array:
+    """A scratch array kept between calls (per thread, backend, role and dtype).
+
+    Reusing buffers avoids the page faults of fresh large allocations, which
+    cost NumPy more than the copy into them. Contents are undefined.
+    """
+    cache = getattr(_buffers, "cache", None)
+    if cache is None:
+        cache = _buffers.cache = {}
+    size = 1
+    for s in shape:
+        size *= s
+    key = (xp.__name__, role, str(dtype))
+    buf = cache.get(key)
+    if buf is None or buf.size < size:
+        cache.pop(key, None)  # free the old buffer before taking a larger one
+        buf = cache[key] = xp.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def _fill_col(ph: _Phases, flat: Array, col: Array) -> None:
+    """im2col: row block `t` of `col` ``(n, C, KH*KW, L)`` is tap `t`'s contiguous slice."""
+    for tap in ph.taps:
+        col[:, :, tap[0], :] = ph.slice(flat, tap)
+
+
+def _gemm_chunk(g: ConvGeometry, ph: _Phases, xp, itemsize: int) -> int:
+    # Temporaries per image: the phases, the im2col matrix and the uncropped output.
+    per_sample = itemsize * (g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + g.C * g.KH * g.KW * ph.L + g.O * ph.L)
+    return _chunk(g, per_sample, xp)
+
+
 def _forward_gemm(x, w, g, y):
     xp = get_array_module(x)
+    ph = _Phases(g)
+    KK = g.KH * g.KW
     wk = w.reshape(g.G, g.O // g.G, g.K)
-    Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
-    per_sample = x.itemsize * (g.C * Hp * Wp + g.G * g.K * g.L)
-    step = _chunk(g, per_sample)
+    step = _gemm_chunk(g, ph, xp, x.itemsize)
     for n0 in range(0, g.N, step):
-        col = _im2col(_pad(x[n0 : n0 + step], g), g)
-        yc = y[n0 : n0 + step].reshape(col.shape[0], g.G, g.O // g.G, g.L)
-        xp.matmul(wk, col, out=yc)
-        del col  # free before the next chunk allocates its own
+        xc = x[n0 : n0 + step]
+        n = xc.shape[0]
+        flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
+        col = _workspace(xp, "col", (n, g.C, KK, ph.L), x.dtype)
+        _fill_col(ph, flat, col)
+        out = _workspace(xp, "out", (n, g.G, g.O // g.G, ph.L), x.dtype)
+        xp.matmul(wk, col.reshape(n, g.G, g.K, ph.L), out=out)
+        y[n0 : n0 + step] = out.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
 
 
 def _forward_shift(x, w, g, y):
     xp = get_array_module(x)
+    ph = _Phases(g)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
     wg = _grouped_weights(w, g)
-    Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
-    flat = g.SH == g.SW == 1
-    if flat:
-        # Output row r, column c of offset (i, j) reads flat[(r + i*DH) * Wp + c + j*DW]:
-        # one contiguous slice per offset, computed over all Wp columns and cropped
-        # to OW at the end. The extra bottom row keeps the last slice in bounds.
-        span = g.OH * Wp
-        per_sample = x.itemsize * (g.C * (Hp + 1) * Wp + 2 * g.O * span)
-    else:
-        span = g.L
-        per_sample = x.itemsize * (g.C * Hp * Wp + 2 * g.C * span + 2 * g.O * span)
-    step = _chunk(g, per_sample)
+    per_sample = x.itemsize * (g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + 2 * g.O * ph.L)
+    step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
         n = xc.shape[0]
-        xpad = _pad(xc, g, extra_rows=1 if flat else 0)
-        if flat:
-            xflat = xpad.reshape(n, G, Cg, -1)
-        acc = xp.zeros((n, G, Og, span), dtype=x.dtype)
-        tmp = xp.empty_like(acc)
-        for i in range(g.KH):
-            for j in range(g.KW):
-                if flat:
-                    s = i * g.DH * Wp + j * g.DW
-                    xs = xflat[..., s : s + span]
-                else:
-                    rows, cols = _offset_slice(g, i, j)
-                    xs = xp.ascontiguousarray(xpad[:, :, rows, cols]).reshape(n, G, Cg, span)
-                xp.matmul(wg[:, :, :, i, j], xs, out=tmp)
+        flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
+        acc = _workspace(xp, "out", (n, G, Og, ph.L), x.dtype)
+        tmp = _workspace(xp, "tmp", (n, G, Og, ph.L), x.dtype)
+        for k, tap in enumerate(ph.taps):
+            i, j = divmod(tap[0], g.KW)
+            xs = ph.slice(flat, tap).reshape(n, G, Cg, ph.L)
+            xp.matmul(wg[:, :, :, i, j], xs, out=acc if k == 0 else tmp)
+            if k:
                 acc += tmp
-        if flat:
-            y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, Wp)[..., : g.OW]
-        else:
-            y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, g.OW)
-        del xpad, acc, tmp  # free before the next chunk allocates its own
+        y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
 
 
 _FORWARD = {"einsum": _forward_einsum, "gemm": _forward_gemm, "shift": _forward_shift}
@@ -340,28 +415,37 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1):
     if tuple(dy.shape) != (g.N, g.O, g.OH, g.OW):
         raise ValueError(f"dy must have the output's shape {(g.N, g.O, g.OH, g.OW)}, got {tuple(dy.shape)}")
     xp = get_array_module(x)
-    G, Og = g.G, g.O // g.G
-    wk = w.reshape(G, Og, g.K)
-    wkT = wk.transpose(0, 2, 1)
-    Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
+    G, Og, KK = g.G, g.O // g.G, g.KH * g.KW
+    ph = _Phases(g)
+    wkT = w.reshape(G, Og, g.K).transpose(0, 2, 1)
     dx = xp.empty_like(x)
     dw = xp.zeros((G, Og, g.K), dtype=x.dtype)
-    per_sample = x.itemsize * (2 * g.C * Hp * Wp + 2 * G * g.K * g.L)
-    step = _chunk(g, per_sample)
+    dw_n = xp.empty_like(dw)
+    # Temporaries per image: phases of x and of dx, im2col (reused for its gradient), dy framed like the output.
+    per_sample = x.itemsize * (2 * g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + g.C * KK * ph.L + g.O * ph.L)
+    step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
         n = xc.shape[0]
-        col = _im2col(_pad(xc, g), g)
-        dyc = dy[n0 : n0 + step].reshape(n, G, Og, g.L)
-        dw += xp.matmul(dyc, col.transpose(0, 1, 3, 2)).sum(axis=0)
-        del col
-        dcol = xp.matmul(wkT, dyc).reshape(n, g.C, g.KH, g.KW, g.OH, g.OW)
-        dxpad = xp.zeros((n, g.C, Hp, Wp), dtype=x.dtype)
-        for i in range(g.KH):
-            for j in range(g.KW):
-                rows, cols = _offset_slice(g, i, j)
-                dxpad[:, :, rows, cols] += dcol[:, :, i, j]
-        dx[n0 : n0 + step] = dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
-        del dcol, dxpad  # free before the next chunk allocates its own
+        flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
+        col = _workspace(xp, "col", (n, g.C, KK, ph.L), x.dtype)
+        _fill_col(ph, flat, col)
+        colg = col.reshape(n, G, g.K, ph.L)
+        # dy in the output's uncropped frame: zero junk columns add nothing to dw.
+        dyf = _workspace(xp, "out", (n, g.O, g.OH, ph.Wph), x.dtype)
+        dyf[..., g.OW :] = 0
+        dyf[..., : g.OW] = dy[n0 : n0 + step]
+        dyg = dyf.reshape(n, G, Og, ph.L)
+        for k in range(n):  # one GEMM per image, accumulated: no (n, G, Og, K) temporary
+            xp.matmul(dyg[k], colg[k].transpose(0, 2, 1), out=dw_n)
+            dw += dw_n
+        xp.matmul(wkT, dyg, out=colg)  # the im2col gradient, in the im2col buffer
+        grad = _workspace(xp, "grad_phases", ph.shape(n), x.dtype)
+        grad[...] = 0
+        gflat = grad.reshape(g.SH, g.SW, n, g.C, -1)
+        for tap in ph.taps:  # col2im: one contiguous add per tap
+            _, a, b, s0 = tap
+            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, :, tap[0], :]
+        ph.merge(grad, dx[n0 : n0 + step])
     db = dy.sum(axis=(0, 2, 3))
     return dx, dw.reshape(w.shape), db
