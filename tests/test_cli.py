@@ -1,0 +1,70 @@
+"""The ``xpcnn`` command itself: dispatch, ``info``, ``bench``, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from xpcnn.cli import main
+
+
+def _one_line_error(capsys, argv, expect):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert expect in err, err
+
+
+def test_info_lists_the_usable_backends(capsys):
+    from xpcnn import backend
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"usable backends: {', '.join(backend.available())}" in out
+
+
+def test_bench_prints_every_algorithm_and_autos_pick(capsys):
+    from xpcnn import functional as F
+    from xpcnn.commands.bench import SHAPES
+
+    assert main(["bench", "--backend", "numpy", "--repeat", "1", "--shapes", "0"]) == 0
+    out = capsys.readouterr().out
+    name = list(SHAPES)[0]
+    N, C, H, W, O, K, s, p = SHAPES[name]
+    picked = F.choose_algo(F.conv_geometry((N, C, H, W), (O, C, K, K), s, p))
+    for algo in ("einsum", "gemm", "shift", f"auto={picked}"):
+        assert f"{name}" in out and f" {algo} " in out
+    assert "max_pool2d" in out and "relu" in out
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        ([], "required"),
+        (["nonsense"], "invalid choice"),
+        (["bench", "--backend", "tpu"], "invalid choice"),
+        (["bench", "--repeat", "0"], "--repeat must be >= 1"),
+        (["bench", "--shapes", "99"], "--shapes takes indices"),
+        (["bench", "--repeat", "x"], "invalid int value"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(capsys, argv, expect):
+    _one_line_error(capsys, argv, expect)
+
+
+def test_cupy_where_unavailable_is_one_line(capsys):
+    from xpcnn import backend
+
+    if "cupy" in backend.available():
+        pytest.skip("CuPy is usable here")
+    _one_line_error(capsys, ["bench", "--backend", "cupy"], "pip install")
+
+
+def test_python_dash_m_runs_the_same_command():
+    proc = subprocess.run([sys.executable, "-m", "xpcnn", "info"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usable backends" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "xpcnn", "frobnicate"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
