@@ -1,0 +1,202 @@
+"""Optimizers with PyTorch's update rules: :class:`SGD` and :class:`Adam`.
+
+``opt.step(model)`` reads every parameter's gradient (what
+``model.backward`` left in ``layer.grads``) and updates ``layer.params`` in
+place. The state (momentum buffers, Adam's moments and step count) is kept
+per parameter inside the optimizer, so one optimizer belongs to one model.
+Weight decay is PyTorch's L2 form: ``weight_decay * param`` is added to the
+gradient before the update (not AdamW's decoupled decay).
+
+If the model moves to another backend (``model.to("cupy")``) after some
+steps, the state follows it at the next step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import backend
+from .backend import Array, get_array_module
+
+__all__ = ["Adam", "Optimizer", "SGD"]
+
+
+def _number(value: Any, name: str, low: float = 0.0, high: float | None = None, high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (high is not None and (value >= high if high_open else value > high)):
+        bound = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
+        raise ValueError(f"{name} must be >= {low}{bound}, got {value!r}")
+    return value
+
+
+def _parameters(model: Any) -> list:
+    if hasattr(model, "parameters"):
+        return list(model.parameters())
+    if isinstance(model, (list, tuple)):
+        return [pair for layer in model for pair in layer.parameters()]
+    raise TypeError(f"step expects a Sequential, a layer or a list of layers, got {type(model).__name__}")
+
+
+def _same_backend(state: Array, p: Array) -> Array:
+    xp = get_array_module(p)
+    if get_array_module(state) is xp:
+        return state
+    return backend.asarray(state, "cupy" if backend.is_device(xp) else "numpy")
+
+
+class Optimizer:
+    """Base class: finds each parameter's gradient and state, then calls :meth:`_update`."""
+
+    def __init__(self, lr: float, weight_decay: float) -> None:
+        self.lr = _number(lr, "lr")
+        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.state: dict[tuple[int, str], dict] = {}
+
+    def step(self, model: Any) -> None:
+        """Update every parameter of `model` in place from its gradient.
+
+        Parameters
+        ----------
+        model : Sequential, Layer or list of layers
+
+        Raises
+        ------
+        RuntimeError
+            If a parameter has no gradient (``backward`` was not called).
+        ValueError
+            If a gradient's shape differs from its parameter's.
+        """
+        for layer, name in _parameters(model):
+            p = layer.params[name]
+            g = layer.grads.get(name)
+            if g is None:
+                raise RuntimeError(
+                    f"{layer!r} has no gradient for {name!r}: call model.backward(...) before optimizer.step"
+                )
+            if g.shape != p.shape:
+                raise ValueError(f"{layer!r}: gradient of {name!r} has shape {tuple(g.shape)}, parameter {tuple(p.shape)}")
+            # The layer object is stored with its state so that its id stays unique.
+            state = self.state.setdefault((id(layer), name), {"layer": layer})
+            for key, value in state.items():
+                if key != "layer" and hasattr(value, "shape"):
+                    state[key] = _same_backend(value, p)
+            if self.weight_decay:
+                g = g + p * p.dtype.type(self.weight_decay)
+            self._update(p, g, state)
+
+    def _update(self, p: Array, g: Array, state: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget all state (momentum buffers, moments, step counts)."""
+        self.state.clear()
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, as ``torch.optim.SGD``.
+
+    With ``g = grad + weight_decay * p``::
+
+        buf = g                                        (first step)
+        buf = momentum * buf + (1 - dampening) * g     (later steps)
+        g = g + momentum * buf  if nesterov  else  buf (when momentum != 0)
+        p = p - lr * g
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate, >= 0.
+    momentum : float, default 0
+    dampening : float, default 0
+    nesterov : bool, default False
+        Needs ``momentum > 0`` and ``dampening == 0``, as in PyTorch.
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-number or negative hyperparameter, or Nesterov without
+        momentum or with dampening.
+    """
+
+    def __init__(self, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _number(momentum, "momentum")
+        self.dampening = _number(dampening, "dampening")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(
+                f"nesterov momentum requires momentum > 0 and dampening = 0, got momentum={self.momentum}, "
+                f"dampening={self.dampening}"
+            )
+
+    def _update(self, p, g, state):
+        t = p.dtype.type
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= t(self.momentum)
+                buf += g * t(1.0 - self.dampening)
+            g = g + buf * t(self.momentum) if self.nesterov else buf
+        p -= g * t(self.lr)
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, dampening={self.dampening}, "
+                f"nesterov={self.nesterov}, weight_decay={self.weight_decay})")
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam`` (``amsgrad=False``).
+
+    With ``g = grad + weight_decay * p`` and step count ``t``::
+
+        m = m + (1 - beta1) * (g - m)
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in ``[0, 1)``.
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+    """
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas must be a pair of numbers, got {betas!r}") from None
+        self.betas = (_number(b1, "betas[0]", 0.0, 1.0, True), _number(b2, "betas[1]", 0.0, 1.0, True))
+        self.eps = _number(eps, "eps")
+
+    def _update(self, p, g, state):
+        xp = get_array_module(p)
+        t = p.dtype.type
+        beta1, beta2 = self.betas
+        if "exp_avg" not in state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p)
+            state["exp_avg_sq"] = xp.zeros_like(p)
+        state["step"] += 1
+        m, v, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        m += (g - m) * t(1.0 - beta1)
+        v *= t(beta2)
+        v += g * g * t(1.0 - beta2)
+        step_size = self.lr / (1.0 - beta1**step)
+        denom = xp.sqrt(v)
+        denom /= t(math.sqrt(1.0 - beta2**step))
+        denom += t(self.eps)
+        p -= m / denom * t(step_size)
+
+    def __repr__(self):
+        return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay})"
