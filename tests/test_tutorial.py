@@ -131,7 +131,6 @@ def test_conv_accepts_views_and_does_not_modify_inputs(rng):
     np.testing.assert_allclose(out, ref_conv(img, bank), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(img, img_copy)
     np.testing.assert_array_equal(bank, bank_copy)
-    assert out.flags.c_contiguous
 
 
 @pytest.mark.parametrize(

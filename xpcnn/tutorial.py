@@ -91,7 +91,8 @@ def conv(img: Any, conv_filter: Any) -> Array:
         as in the tutorial and in PyTorch). The dtype is the image's if it is
         float32 or float64 (float16 -> float32), else float64; the filters
         are cast to it. The backend is CuPy if either argument is a CuPy
-        array, else NumPy.
+        array, else NumPy. A new array, stored map by map (a transposed view
+        of an ``(F, H', W')`` array, so ``out[:, :, f]`` is contiguous).
 
     Raises
     ------
@@ -152,8 +153,9 @@ def conv(img: Any, conv_filter: Any) -> Array:
     # tutorial HWC / (F, KH, KW, C) -> functional NCHW / (F, C, KH, KW)
     x = x.reshape(H, W, C).transpose(2, 0, 1)[None]
     w = w.reshape(n_filters, KH, KW, depth).transpose(0, 3, 1, 2)
-    y = F.conv2d(x, w)
-    return xp.ascontiguousarray(y[0].transpose(1, 2, 0))
+    # A transposed view, not a copy: its memory stays map-major (F, H', W'),
+    # so the next conv or pooling transposes back to NCHW for free.
+    return F.conv2d(x, w)[0].transpose(1, 2, 0)
 
 
 def relu(feature_map: Any) -> Array:
@@ -238,10 +240,8 @@ def pooling(feature_map: Any, size: int = 2, stride: int = 2) -> Array:
         )
     x = _as_float(fm, xp)
     x = x.reshape(H, W, -1).transpose(2, 0, 1)[None]  # (1, F, H, W)
-    y = F.max_pool2d(x, size, stride)[0].transpose(1, 2, 0)
-    if fm.ndim == 2:
-        y = y[:, :, 0]
-    return xp.ascontiguousarray(y)
+    y = F.max_pool2d(x, size, stride)[0].transpose(1, 2, 0)  # a view, as in conv
+    return y[:, :, 0] if fm.ndim == 2 else y
 
 
 class Stage(NamedTuple):
