@@ -160,6 +160,7 @@ def test_bad_out_is_a_regular_file(tmp_path, capsys):
 def test_bad_option_value(tmp_path, capsys):
     _run_bad(capsys, "--seed", "abc", "--out", tmp_path)
     _run_bad(capsys, "--dpi", "0", "--out", tmp_path)
+    _run_bad(capsys, "--repeat", "0", "--out", tmp_path)
 
 
 def test_missing_optional_dependency_says_how_to_install(tmp_path, capsys, monkeypatch):

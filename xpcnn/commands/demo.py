@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import warnings
 
 import numpy as np
@@ -199,6 +200,7 @@ def add_arguments(parser) -> None:
         metavar="DIR",
         help=f"folder for the PNGs, made if missing (default ./{DEFAULT_OUT})",
     )
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs; the table shows each stage's median (default 5)")
     parser.add_argument("--dpi", type=int, default=72, help="resolution of the PNGs (default 72)")
     parser.add_argument(
         "--max-side",
@@ -250,6 +252,8 @@ def run(args) -> int:
     name = "cupy" if backend.is_device(xp) else "numpy"
     if args.max_side is not None and args.max_side < 0:
         raise _usage_error(f"--max-side must be >= 0, got {args.max_side}")
+    if args.repeat < 1:
+        raise _usage_error(f"--repeat must be >= 1, got {args.repeat}")
     if not 10 <= args.dpi <= 600:
         raise _usage_error(f"--dpi must be between 10 and 600, got {args.dpi}")
     out = _prepare_out(args.out)
@@ -259,12 +263,13 @@ def run(args) -> int:
     x = backend.asarray(img, name)
     banks_xp = [backend.asarray(b, name) for b in banks]
     tutorial.pipeline(x, banks_xp)  # warm-up: first calls pay for kernel compilation and caches
-    stages = tutorial.pipeline(x, banks_xp)
+    runs = [tutorial.pipeline(x, banks_xp) for _ in range(args.repeat)]
+    stages = [s._replace(ms=statistics.median(r[i].ms for r in runs)) for i, s in enumerate(runs[-1])]
 
     source = "chelsea" if args.image == "chelsea" else os.path.basename(args.image)
     mode = "colour" if img.ndim == 3 else "gray"
     print(f"xpcnn demo: {source} ({mode}, {img.shape[0]}x{img.shape[1]}), seed {args.seed}, backend {name}")
-    print("times per stage, after one warm-up run:")
+    print(f"milliseconds per stage: median of {args.repeat} run(s) after one warm-up run")
     print(_table(stages, name))
 
     written = []
