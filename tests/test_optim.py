@@ -1,0 +1,169 @@
+"""Optimizers: single steps against hand-computed values, several steps against
+PyTorch's torch.optim (where installed), and argument checking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import to_host, to_xp
+
+from xpcnn import backend
+from xpcnn.layers import Dense
+from xpcnn.model import Sequential
+from xpcnn.optim import SGD, Adam
+
+
+def scalar_layer(value=1.0):
+    """A layer holding one float64 weight, the easiest thing to step by hand."""
+    layer = Dense(1, 1, bias=False, dtype="float64")
+    layer.params["weight"] = np.array([[value]])
+    return layer
+
+
+def steps(opt, grads, value=1.0):
+    layer = scalar_layer(value)
+    out = []
+    for g in grads:
+        layer.grads["weight"] = np.array([[g]])
+        opt.step(layer)
+        out.append(float(layer.params["weight"][0, 0]))
+    return out
+
+
+# Worked by hand with p0 = 1, gradient 0.5 at both steps, lr = 0.1.
+def test_sgd_plain_by_hand():
+    assert steps(SGD(0.1), [0.5, 0.5]) == pytest.approx([0.95, 0.90])
+
+
+def test_sgd_momentum_weight_decay_by_hand():
+    # g1 = 0.5 + 0.1*1 = 0.6, buf = 0.6, p1 = 1 - 0.06 = 0.94
+    # g2 = 0.5 + 0.1*0.94 = 0.594, buf = 0.9*0.6 + 0.594 = 1.134, p2 = 0.94 - 0.1134 = 0.8266
+    assert steps(SGD(0.1, momentum=0.9, weight_decay=0.1), [0.5, 0.5]) == pytest.approx([0.94, 0.8266], abs=1e-12)
+
+
+def test_sgd_nesterov_by_hand():
+    # step 1: g = 0.6, buf = 0.6, d = 0.6 + 0.9*0.6 = 1.14, p1 = 1 - 0.114 = 0.886
+    # step 2: g = 0.5 + 0.0886 = 0.5886, buf = 0.54 + 0.5886 = 1.1286,
+    #         d = 0.5886 + 0.9*1.1286 = 1.60434, p2 = 0.886 - 0.160434 = 0.725566
+    got = steps(SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.1), [0.5, 0.5])
+    assert got == pytest.approx([0.886, 0.725566], abs=1e-12)
+
+
+def test_sgd_dampening_by_hand():
+    # first step: buf = g (no dampening, as PyTorch); then buf = 0.9*0.5 + 0.5*0.5 = 0.7
+    assert steps(SGD(0.1, momentum=0.9, dampening=0.5), [0.5, 0.5]) == pytest.approx([0.95, 0.88], abs=1e-12)
+
+
+def test_adam_two_steps_by_hand():
+    # Step 1: m = 0.05, v = 0.00025, m_hat = 0.5, v_hat = 0.25: p1 = 1 - 0.1 * 0.5 / (0.5 + 1e-8)
+    # Step 2 (same gradient): m = 0.095, v = 0.00049975, m_hat = 0.5, v_hat = 0.25: p2 = p1 - the same
+    step = 0.1 * 0.5 / (0.5 + 1e-8)
+    assert steps(Adam(0.1), [0.5, 0.5]) == pytest.approx([1 - step, 1 - 2 * step], abs=1e-12)
+    # Step 2 with another gradient (-0.25): m = 0.045 - 0.025 = 0.02, v = 0.00024975 + 0.0000625
+    m_hat = 0.02 / (1 - 0.9**2)
+    v_hat = (0.999 * 0.00025 + 0.001 * 0.0625) / (1 - 0.999**2)
+    p2 = 1 - step - 0.1 * m_hat / (np.sqrt(v_hat) + 1e-8)
+    assert steps(Adam(0.1), [0.5, -0.25]) == pytest.approx([1 - step, p2], abs=1e-12)
+
+
+def test_adam_weight_decay_by_hand():
+    # L2 form: g = 0.5 + 0.2*1 = 0.7 enters both moments, so m_hat = 0.7 and v_hat = 0.49.
+    assert steps(Adam(0.1, weight_decay=0.2), [0.5]) == pytest.approx([1 - 0.1 * 0.7 / (0.7 + 1e-8)], abs=1e-12)
+    # AdamW's decoupled decay would give 1 - 0.1*0.2 - 0.1 = 0.88 instead.
+
+
+def _torch_run(torch, make_torch_opt, make_ours, rng, n_steps=3):
+    """Run the same gradients through both optimizers on a small model; return both final weights."""
+    model = Sequential(Dense(4, 3, seed=0, dtype="float64"), Dense(3, 2, seed=1, dtype="float64"))
+    tparams = [torch.tensor(to_host(layer.params[name]).copy(), requires_grad=True) for layer, name in model.parameters()]
+    topt = make_torch_opt(tparams)
+    ours = make_ours()
+    for _ in range(n_steps):
+        for (layer, name), tp in zip(model.parameters(), tparams):
+            g = rng.standard_normal(tp.shape)
+            layer.grads[name] = g
+            tp.grad = torch.tensor(g)
+        ours.step(model)
+        topt.step()
+    return [to_host(layer.params[name]) for layer, name in model.parameters()], [tp.detach().numpy() for tp in tparams]
+
+
+SGD_CASES = [
+    {"lr": 0.1},
+    {"lr": 0.05, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+    {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 1e-3},
+]
+
+
+@pytest.mark.parametrize("kwargs", SGD_CASES, ids=["plain", "momentum", "nesterov-wd", "dampening-wd"])
+def test_sgd_matches_torch(rng, kwargs):
+    torch = pytest.importorskip("torch")
+    ours, theirs = _torch_run(torch, lambda p: torch.optim.SGD(p, **kwargs), lambda: SGD(**kwargs), rng)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": 1e-2}, {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}],
+                         ids=["default", "custom-wd"])
+def test_adam_matches_torch(rng, kwargs):
+    torch = pytest.importorskip("torch")
+    ours, theirs = _torch_run(torch, lambda p: torch.optim.Adam(p, foreach=False, **kwargs), lambda: Adam(**kwargs), rng)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_step_is_in_place_and_per_backend(xp, rng):
+    name = "cupy" if backend.is_device(xp) else "numpy"
+    with backend.use(name):
+        layer = Dense(3, 2, seed=0)
+    w = layer.params["weight"]
+    start = to_host(w).copy()
+    g = rng.standard_normal(w.shape).astype(np.float32)
+    layer.grads = {"weight": to_xp(xp, g), "bias": xp.zeros(2, dtype=xp.float32)}
+    opt = Adam(0.01)
+    opt.step(layer)
+    assert layer.params["weight"] is w  # updated in place
+    assert backend.get_array_module(opt.state[(id(layer), "weight")]["exp_avg"]) is xp
+    np.testing.assert_allclose(to_host(w), start - 0.01 * np.sign(g), rtol=1e-5, atol=1e-6)
+
+
+def test_state_follows_model_to_another_backend(rng):
+    model = Sequential(Dense(3, 2, seed=0, dtype="float64"))
+    opt = SGD(0.1, momentum=0.9)
+    model[0].grads = {"weight": np.ones((2, 3)), "bias": np.ones(2)}
+    opt.step(model)
+    model.to("numpy")  # same backend: state is reused as is
+    model[0].grads = {"weight": np.ones((2, 3)), "bias": np.ones(2)}
+    opt.step(model)
+    np.testing.assert_allclose(opt.state[(id(model[0]), "bias")]["momentum_buffer"], 1.9)
+
+
+def test_step_without_gradient_raises():
+    layer = Dense(2, 2)
+    with pytest.raises(RuntimeError, match="no gradient for 'weight'.*backward"):
+        SGD(0.1).step(layer)
+    layer.grads = {"weight": np.zeros((3, 2), np.float32), "bias": np.zeros(2, np.float32)}
+    with pytest.raises(ValueError, match=r"shape \(3, 2\), parameter \(2, 2\)"):
+        SGD(0.1).step(layer)
+    with pytest.raises(TypeError, match="Sequential, a layer or a list"):
+        SGD(0.1).step(42)
+
+
+@pytest.mark.parametrize(
+    "call, err, match",
+    [
+        (lambda: SGD(-0.1), ValueError, "lr"),
+        (lambda: SGD("0.1"), TypeError, "lr"),
+        (lambda: SGD(0.1, momentum=-1), ValueError, "momentum"),
+        (lambda: SGD(0.1, nesterov=True), ValueError, "nesterov"),
+        (lambda: SGD(0.1, momentum=0.9, dampening=0.1, nesterov=True), ValueError, "dampening"),
+        (lambda: SGD(0.1, weight_decay=float("nan")), ValueError, "weight_decay"),
+        (lambda: Adam(betas=(0.9, 1.0)), ValueError, r"betas\[1\]"),
+        (lambda: Adam(betas=0.9), TypeError, "betas"),
+        (lambda: Adam(eps=-1), ValueError, "eps"),
+    ],
+)
+def test_bad_hyperparameters(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
