@@ -145,11 +145,6 @@ def test_sigmoid_large_inputs_without_warnings(xp):
         assert np.all(np.isfinite(dx))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: sigmoid computed as (1 + tanh(x/2)) / 2 cancels for x << 0 "
-    "(float32 sigmoid(-20) == 0, sigmoid(-10) off by 2e-4 relative); see report",
-)
 def test_sigmoid_relative_accuracy_in_the_negative_tail(xp):
     # expit(-20) = 2.06e-9 and expit(-80) = 1.8e-35 are normal float32 numbers;
     # PyTorch and scipy give them to full relative precision.
@@ -296,11 +291,6 @@ def test_cross_entropy_backward_scales_by_dloss(xp, rng, dtype, dloss):
     np.testing.assert_allclose(to_host(grad), dloss * ce_grad_loop(logits, labels), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: cross_entropy_backward(float32 logits, dloss=np.float64(...)) returns float64 "
-    "(np.float64 is a float subclass, multiplied unconverted); see report",
-)
 def test_cross_entropy_backward_dtype_with_numpy_scalar_dloss(xp, rng):
     logits = to_xp(xp, rng.standard_normal((4, 3)).astype(np.float32))
     labels = to_xp(xp, np.array([0, 2, 1, 2]))
@@ -511,7 +501,6 @@ def test_pool_errors(xp, mode):
         bwd(to_xp(xp, np.zeros((1, 2, 2, 2), dtype=np.float32)), x, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: _utils.pair truncates non-integral floats in a pair; see report")
 def test_non_integral_sizes_are_rejected(xp):
     x = to_xp(xp, np.zeros((1, 1, 6, 6)))
     with pytest.raises(TypeError):

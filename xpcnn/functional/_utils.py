@@ -6,6 +6,7 @@ the checks cost nothing and run before any heavy work.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from ..backend import get_array_module
@@ -15,13 +16,13 @@ def pair(value: Any, name: str, minimum: int = 0) -> tuple[int, int]:
     """``int`` or 2-sequence of ints -> ``(a, b)``, each ``>= minimum``."""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int) or hasattr(value, "__index__"):
-        a = b = int(value)
-    else:
-        try:
-            a, b = (int(v) for v in value)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    try:
+        if hasattr(value, "__index__"):
+            a = b = operator.index(value)
+        else:
+            a, b = (operator.index(v) for v in value)  # index(), not int(): 1.7 is refused, not truncated
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     if a < minimum or b < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return a, b

@@ -256,7 +256,8 @@ def _workspace(xp, role: str, shape: tuple, dtype) -> Array:
     size = 1
     for s in shape:
         size *= s
-    key = (xp.__name__, role, str(dtype))
+    device = xp.cuda.Device().id if is_device(xp) else None
+    key = (xp.__name__, device, role, str(dtype))
     buf = cache.get(key)
     if buf is None or buf.size < size:
         cache.pop(key, None)  # free the old buffer before taking a larger one

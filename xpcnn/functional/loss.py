@@ -79,5 +79,8 @@ def cross_entropy_backward(logits, labels, dloss=1.0, *, check_range=True):
     n = logits.shape[0]
     grad = softmax(logits, axis=1)
     grad[xp.arange(n), labels] -= 1
-    grad *= logits.dtype.type(1.0 / n)
-    return grad * dloss if not (isinstance(dloss, float) and dloss == 1.0) else grad
+    if isinstance(dloss, (int, float)):  # Python and NumPy scalars: no upcast of float32
+        grad *= logits.dtype.type(dloss / n)
+    else:  # a 0-d array (the loss's gradient), possibly on the device
+        grad *= xp.asarray(dloss, dtype=logits.dtype) / n
+    return grad
