@@ -6,7 +6,7 @@ from ._common import BACKENDS, CONV_SHAPES, random, sync, xp_or_skip
 
 
 class ConvForward:
-    params = (BACKENDS, list(CONV_SHAPES), ["einsum", "gemm", "shift", "auto"], ["float32", "float64"])
+    params = (BACKENDS, list(CONV_SHAPES), list(F.ALGOS), ["float32", "float64"])
     param_names = ["backend", "shape", "algo", "dtype"]
     timeout = 120
 
@@ -48,7 +48,7 @@ class ConvBackward:
 class ConvPeakMem:
     """Peak memory of a large-batch conv: chunking keeps temporaries under the workspace."""
 
-    params = (["gemm", "shift", "einsum"],)
+    params = ([a for a in F.ALGOS if a != "auto"],)
     param_names = ["algo"]
     timeout = 300
 

@@ -15,7 +15,7 @@ from xpcnn import config
 from xpcnn import functional as F
 from xpcnn.functional import conv as conv_module
 
-ALGOS = ["auto", "einsum", "gemm", "shift"]
+ALGOS = list(F.ALGOS)  # every algorithm, "auto" included
 FLOATS = [np.float32, np.float64]
 
 

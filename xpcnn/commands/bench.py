@@ -29,7 +29,7 @@ SHAPES = {
     "N16 C64 56x56 O128 K3 s2 p1": (16, 64, 56, 56, 128, 3, 2, 1),
 }
 BACKWARD_SHAPES = list(SHAPES)[2:]
-ALGOS = ("einsum", "gemm", "shift", "auto")
+ALGOS = tuple(a for a in F.ALGOS if a != "auto") + ("auto",)
 
 
 def add_arguments(parser) -> None:

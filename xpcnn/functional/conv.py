@@ -1,6 +1,6 @@
 """2-D convolution (cross-correlation, as in PyTorch) and its gradients.
 
-Layout NCHW; weights ``(O, C // groups, KH, KW)``. Three algorithms compute
+Layout NCHW; weights ``(O, C // groups, KH, KW)``. Four algorithms compute
 the same numbers:
 
 ``"einsum"``
@@ -11,9 +11,14 @@ the same numbers:
     An explicit im2col buffer ``(N, G, C/G*KH*KW, OH*OW)`` and one batched
     matrix product (BLAS / cuBLAS), written straight into the NCHW output.
 ``"shift"``
-    One matrix product per kernel offset, accumulated; no im2col buffer. For
-    stride 1 each offset is a shifted, contiguous slice of the flattened
-    padded image, so no data is copied per offset.
+    One matrix product per kernel offset, accumulated; no im2col buffer:
+    each offset reads a shifted, contiguous slice of the flattened padded
+    image (see :class:`_Phases`), so no data is copied per offset.
+``"rows"``
+    Between the two: the ``KW`` column shifts are copied once (a buffer of
+    ``KW`` times the input, not ``KH * KW``), then one matrix product per
+    kernel row, accumulated. Deeper products than ``"shift"``, a third of
+    the copying of ``"gemm"`` for 3x3 kernels.
 ``"auto"``
     Chooses by shape (see :func:`choose_algo`).
 
@@ -30,7 +35,7 @@ from .. import config
 from ..backend import Array, get_array_module, is_device
 from ._utils import check_float, check_ndim, check_same, out_size, pair
 
-ALGOS = ("auto", "einsum", "gemm", "shift")
+ALGOS = ("auto", "einsum", "gemm", "shift", "rows")
 
 
 class ConvGeometry(NamedTuple):
@@ -316,7 +321,41 @@ def _forward_shift(x, w, g, y):
         y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
 
 
-_FORWARD = {"einsum": _forward_einsum, "gemm": _forward_gemm, "shift": _forward_shift}
+def _forward_rows(x, w, g, y):
+    xp = get_array_module(x)
+    ph = _Phases(g)
+    G, Og, Cg = g.G, g.O // g.G, g.C // g.G
+    # Kernel row i reads row phase a_i at row offset r_i; column tap j reads column
+    # phase b_j at offset c_j. Copy, per used row phase, the KW column-shifted
+    # slices long enough for every row offset; each kernel row is then one view.
+    rows = [divmod(i * g.DH, g.SH)[::-1] for i in range(g.KH)]  # (a_i, r_i)
+    cols = [divmod(j * g.DW, g.SW)[::-1] for j in range(g.KW)]  # (b_j, c_j)
+    used = sorted({a for a, _ in rows})
+    span = (max(r for _, r in rows) + g.OH) * ph.Wph
+    wr = xp.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(g.KH, G, Og, Cg * g.KW)
+    per_sample = x.itemsize * (
+        g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + len(used) * g.C * g.KW * span + 2 * g.O * ph.L
+    )
+    step = _chunk(g, per_sample, xp)
+    for n0 in range(0, g.N, step):
+        xc = x[n0 : n0 + step]
+        n = xc.shape[0]
+        flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
+        shifted = _workspace(xp, "col", (len(used), n, g.C, g.KW, span), x.dtype)
+        for k, a in enumerate(used):
+            for j, (b, c) in enumerate(cols):
+                shifted[k, :, :, j, :] = flat[a, b, :, :, c : c + span]
+        acc = _workspace(xp, "out", (n, G, Og, ph.L), x.dtype)
+        tmp = _workspace(xp, "tmp", (n, G, Og, ph.L), x.dtype)
+        for i, (a, r) in enumerate(rows):
+            xs = shifted[used.index(a), :, :, :, r * ph.Wph : r * ph.Wph + ph.L].reshape(n, G, Cg * g.KW, ph.L)
+            xp.matmul(wr[i], xs, out=acc if i == 0 else tmp)
+            if i:
+                acc += tmp
+        y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
+
+
+_FORWARD = {"einsum": _forward_einsum, "gemm": _forward_gemm, "shift": _forward_shift, "rows": _forward_rows}
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="auto"):
