@@ -126,16 +126,21 @@ def _check_arrays(x: Array, w: Array, b: Array | None, O: int) -> None:  # noqa:
 
 
 def choose_algo(g: ConvGeometry, xp=None) -> str:
-    """The algorithm ``algo="auto"`` runs for a convolution of geometry `g`.
+    """The algorithm ``algo="auto"`` runs for a convolution of geometry `g` on module `xp`.
 
-    The rule comes from measurements (see the README's Performance section):
-    the shift algorithm needs enough input channels per group to make each
-    per-offset matrix product worth a BLAS call; below that, one im2col GEMM
-    with the channels and offsets together wins.
+    The CPU rule comes from timing every algorithm on the shapes of the
+    README's Performance section (``xpcnn bench`` shows the times and the
+    pick): ``"gemm"`` for strided convolutions (its im2col reads each stride
+    phase once) and for batches with few input channels per group (one
+    GEMM with all taps is deeper than ``"rows"``' per-row GEMMs); ``"rows"``
+    elsewhere. On a GPU, ``"gemm"`` always: one cuBLAS call per chunk and the
+    fewest kernel launches (not yet measured on a GPU here).
     """
-    if g.C // g.G >= 16 and g.SH == g.SW == 1:
-        return "shift"
-    return "gemm"
+    if (xp is not None and is_device(xp)) or max(g.SH, g.SW) > 1:
+        return "gemm"
+    if g.N > 1 and g.C // g.G <= 4:
+        return "gemm"
+    return "rows"
 
 
 def _pad(x: Array, g: ConvGeometry) -> Array:
