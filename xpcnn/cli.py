@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
+        sys.stderr.close()
+        return 0
     except (UsageError, BackendUnavailableError, ValueError, OSError, ModuleNotFoundError) as exc:
         message = str(exc) if isinstance(exc, UsageError) else f"xpcnn: error: {exc}"
         print(" ".join(message.split()), file=sys.stderr)
