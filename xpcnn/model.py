@@ -584,14 +584,32 @@ class Sequential:
         host = backend.module("numpy")
         path = os.fspath(path)
         with open(path, "rb") as fh:
+            # Only zip archives reach the npz reader: anything else is refused
+            # here, so no other loader (or unpickler) ever looks at the bytes.
+            head = fh.read(6)
+            fh.seek(0)
+            if head.startswith(b"\x93NUMPY"):
+                raise ValueError(f"{path}: a single .npy array, not an xpcnn model file (an .npz archive)")
+            if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+                what = "an empty file" if not head else f"it starts with {head!r}"
+                raise ValueError(f"{path}: not an xpcnn model file: not a zip (.npz) archive ({what})")
             try:
-                archive = host.load(fh, allow_pickle=False)
-                if not hasattr(archive, "files"):
-                    raise ValueError(f"a single .npy array of shape {archive.shape}, not an .npz archive")
-                with archive:
+                with host.load(fh, allow_pickle=False) as archive:
                     if _ARCH_KEY not in archive.files:
-                        raise ValueError(f"no architecture entry {_ARCH_KEY!r} (entries: {', '.join(archive.files[:8])})")
-                    arrays = {k: archive[k] for k in archive.files}
+                        raise ValueError(
+                            f"no architecture entry {_ARCH_KEY!r} (entries: {', '.join(archive.files[:8])})"
+                        )
+                    arrays = {}
+                    for key in archive.files:
+                        try:
+                            arrays[key] = archive[key]
+                        except ValueError as exc:
+                            if "pickle" not in str(exc):
+                                raise
+                            raise ValueError(
+                                f"entry {key!r} holds pickled Python objects; model files never do, "
+                                "so it was refused without being unpickled"
+                            ) from None
             except _READ_ERRORS as exc:
                 raise ValueError(f"{path}: not a readable xpcnn model file: {exc}") from None
         try:
