@@ -114,6 +114,11 @@ def _uniform(gen, shape: tuple, bound: float, dtype: str) -> Array:
     return backend.asarray((2.0 * u - 1.0) * bound, dtype=dtype)
 
 
+def _short(p: tuple[int, int]) -> str:
+    """``(3, 3)`` -> ``"3"``, ``(3, 2)`` -> ``"(3, 2)"``: how a user would write the argument."""
+    return str(p[0]) if p[0] == p[1] else str(p)
+
+
 class Layer:
     """Base class: no parameters, identity shape, no cache.
 
@@ -282,8 +287,16 @@ class Conv2D(Layer):
         }
 
     def __repr__(self):
-        return (f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding})")
+        args = [str(self.in_channels), str(self.out_channels), _short(self.kernel_size)]
+        for name, value, default in (("stride", self.stride, 1), ("padding", self.padding, 0),
+                                     ("dilation", self.dilation, 1)):
+            if value != (default, default):
+                args.append(f"{name}={_short(value)}")
+        if self.groups != 1:
+            args.append(f"groups={self.groups}")
+        if not self.use_bias:
+            args.append("bias=False")
+        return f"Conv2D({', '.join(args)})"
 
 
 class Dense(Layer):
@@ -353,7 +366,7 @@ class Dense(Layer):
                 "init": self.init, "dtype": self.dtype}
 
     def __repr__(self):
-        return f"Dense({self.in_features}, {self.out_features})"
+        return f"Dense({self.in_features}, {self.out_features}{'' if self.use_bias else ', bias=False'})"
 
 
 class _Pool2D(Layer):
@@ -381,7 +394,12 @@ class _Pool2D(Layer):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.kernel_size}, stride={self.stride}, padding={self.padding})"
+        args = [_short(self.kernel_size)]
+        if self.stride != self.kernel_size:
+            args.append(f"stride={_short(self.stride)}")
+        if self.padding != (0, 0):
+            args.append(f"padding={_short(self.padding)}")
+        return f"{type(self).__name__}({', '.join(args)})"
 
 
 class MaxPool2D(_Pool2D):
