@@ -2,12 +2,55 @@
 
 The same code runs on both backends: every op takes ``xp =
 get_array_module(x)`` from its input. ``import xpcnn`` imports neither CuPy
-nor any plotting or progress-bar library.
+nor any plotting, progress-bar or dataset library.
 """
 
-from . import backend, config, functional
+from . import backend, config, data, functional, layers, losses, model, optim
 from .backend import BackendUnavailableError
+from .layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
+from .losses import MSELoss, SoftmaxCrossEntropy
+from .model import Sequential
+from .optim import SGD, Adam
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendUnavailableError", "backend", "config", "functional", "__version__"]
+__all__ = [
+    "Adam",
+    "AvgPool2D",
+    "BackendUnavailableError",
+    "BatchNorm2D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "LeakyReLU",
+    "MSELoss",
+    "MaxPool2D",
+    "ReLU",
+    "SGD",
+    "Sequential",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+    "backend",
+    "config",
+    "data",
+    "functional",
+    "layers",
+    "losses",
+    "model",
+    "optim",
+    "__version__",
+]
