@@ -6,6 +6,8 @@ the input for ReLU-like ops, the output for sigmoid, tanh and the softmaxes.
 
 from __future__ import annotations
 
+import contextlib
+
 from ..backend import get_array_module
 from ._utils import check_float, check_same
 
@@ -46,18 +48,19 @@ def leaky_relu_backward(dy, x, negative_slope=0.01):
 def sigmoid(x):
     """Logistic function ``1 / (1 + exp(-x))``, same shape and dtype as `x`.
 
-    Computed from ``e = exp(-|x|)`` as ``1 / (1 + e)`` for ``x >= 0`` and
-    ``e / (1 + e)`` below: nothing overflows, and the negative tail keeps its
-    relative precision (``sigmoid(-20)`` is 2.06e-9, not 0).
+    Computed in that form, in one buffer updated in place (four memory
+    passes): the negative tail keeps its relative precision
+    (``sigmoid(-20)`` is 2.06e-9, not 0), and where ``exp(-x)`` overflows to
+    inf the result is the correctly rounded 0, without a warning.
     """
     check_float(x, "x")
     xp = get_array_module(x)
-    e = xp.abs(x)
-    xp.negative(e, out=e)
-    xp.exp(e, out=e)
-    y = xp.where(x >= 0, x.dtype.type(1), e)
-    e += 1
-    y /= e
+    y = xp.negative(x)
+    errstate = getattr(xp, "errstate", None)  # NumPy warns on overflow; CuPy never does
+    with errstate(over="ignore") if errstate else contextlib.nullcontext():
+        xp.exp(y, out=y)
+    y += 1
+    xp.reciprocal(y, out=y)
     return y
 
 
