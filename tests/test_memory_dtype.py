@@ -66,7 +66,8 @@ def test_conv2d_backward_workspace_is_bounded(monkeypatch, big_batch, rng, paddi
     extra, grads = _peak_extra(lambda: F.conv2d_backward(dy, x, w, padding=padding, stride=stride), outputs)
     assert extra <= LIMIT + SLACK, f"backward: {extra / 2**20:.1f} MiB of temporaries"
     for got, want in zip(grads, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        # dw sums 64 * 1024 products: compare on the scale of the largest entry
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
 def _intermediates(x, w, b, dense_w, labels, algo):

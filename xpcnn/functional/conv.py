@@ -276,9 +276,14 @@ def _workspace(xp, role: str, shape: tuple, dtype) -> Array:
 
 
 def _fill_col(ph: _Phases, flat: Array, col: Array) -> None:
-    """im2col: row block `t` of `col` ``(n, C, KH*KW, L)`` is tap `t`'s contiguous slice."""
+    """im2col: ``col[:, t]`` ``(C, n, L)`` is tap `t`'s contiguous slice of every image.
+
+    Images sit side by side in the last two axes, so one matrix product per
+    group covers the whole chunk (a wide, multithreaded GEMM rather than `n`
+    small ones).
+    """
     for tap in ph.taps:
-        col[:, :, tap[0], :] = ph.slice(flat, tap)
+        col[:, tap[0]] = ph.slice(flat, tap).transpose(1, 0, 2)
 
 
 def _gemm_chunk(g: ConvGeometry, ph: _Phases, xp, itemsize: int) -> int:
@@ -297,11 +302,11 @@ def _forward_gemm(x, w, g, y):
         xc = x[n0 : n0 + step]
         n = xc.shape[0]
         flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
-        col = _workspace(xp, "col", (n, g.C, KK, ph.L), x.dtype)
+        col = _workspace(xp, "col", (g.C, KK, n, ph.L), x.dtype)
         _fill_col(ph, flat, col)
-        out = _workspace(xp, "out", (n, g.G, g.O // g.G, ph.L), x.dtype)
-        xp.matmul(wk, col.reshape(n, g.G, g.K, ph.L), out=out)
-        y[n0 : n0 + step] = out.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
+        out = _workspace(xp, "out", (g.G, g.O // g.G, n * ph.L), x.dtype)
+        xp.matmul(wk, col.reshape(g.G, g.K, n * ph.L), out=out)
+        y[n0 : n0 + step] = out.reshape(g.O, n, g.OH, ph.Wph)[..., : g.OW].transpose(1, 0, 2, 3)
 
 
 def _forward_shift(x, w, g, y):
@@ -426,7 +431,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
     return y
 
 
-def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True):
     """Gradients of :func:`conv2d` with respect to its input, weights and bias.
 
     Parameters
@@ -437,10 +442,13 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1):
         The input and weights given to ``conv2d``.
     stride, padding, dilation, groups
         As given to ``conv2d``.
+    need_dx : bool, default True
+        False skips the input gradient (half the work), for a network's
+        first layer, whose input needs none.
 
     Returns
     -------
-    dx : array, shape of `x`
+    dx : array, shape of `x`, or None if `need_dx` is False
     dw : array, shape of `w`
     db : array, shape (O,)
         The bias gradient (whether or not the forward pass used a bias).
@@ -463,7 +471,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1):
     G, Og, KK = g.G, g.O // g.G, g.KH * g.KW
     ph = _Phases(g)
     wkT = w.reshape(G, Og, g.K).transpose(0, 2, 1)
-    dx = xp.empty_like(x)
+    dx = xp.empty_like(x) if need_dx else None
     dw = xp.zeros((G, Og, g.K), dtype=x.dtype)
     dw_n = xp.empty_like(dw)
     # Temporaries per image: phases of x and of dx, im2col (reused for its gradient), dy framed like the output.
@@ -473,24 +481,26 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1):
         xc = x[n0 : n0 + step]
         n = xc.shape[0]
         flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
-        col = _workspace(xp, "col", (n, g.C, KK, ph.L), x.dtype)
+        col = _workspace(xp, "col", (g.C, KK, n, ph.L), x.dtype)
         _fill_col(ph, flat, col)
-        colg = col.reshape(n, G, g.K, ph.L)
-        # dy in the output's uncropped frame: zero junk columns add nothing to dw.
-        dyf = _workspace(xp, "out", (n, g.O, g.OH, ph.Wph), x.dtype)
+        colg = col.reshape(G, g.K, n * ph.L)
+        # dy in the output's uncropped frame, images side by side as in col: zero junk
+        # columns add nothing to dw.
+        dyf = _workspace(xp, "out", (g.O, n, g.OH, ph.Wph), x.dtype)
         dyf[..., g.OW :] = 0
-        dyf[..., : g.OW] = dy[n0 : n0 + step]
-        dyg = dyf.reshape(n, G, Og, ph.L)
-        for k in range(n):  # one GEMM per image, accumulated: no (n, G, Og, K) temporary
-            xp.matmul(dyg[k], colg[k].transpose(0, 2, 1), out=dw_n)
-            dw += dw_n
+        dyf[..., : g.OW] = dy[n0 : n0 + step].transpose(1, 0, 2, 3)
+        dyg = dyf.reshape(G, Og, n * ph.L)
+        xp.matmul(dyg, colg.transpose(0, 2, 1), out=dw_n)
+        dw += dw_n
+        if not need_dx:
+            continue
         xp.matmul(wkT, dyg, out=colg)  # the im2col gradient, in the im2col buffer
         grad = _workspace(xp, "grad_phases", ph.shape(n), x.dtype)
         grad[...] = 0
         gflat = grad.reshape(g.SH, g.SW, n, g.C, -1)
-        for tap in ph.taps:  # col2im: one contiguous add per tap
+        for tap in ph.taps:  # col2im: one contiguous add per tap and image
             _, a, b, s0 = tap
-            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, :, tap[0], :]
+            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, tap[0]].transpose(1, 0, 2)
         ph.merge(grad, dx[n0 : n0 + step])
     db = dy.sum(axis=(0, 2, 3))
     return dx, dw.reshape(w.shape), db
