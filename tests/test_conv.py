@@ -449,3 +449,17 @@ def test_error_guard_is_armed(xp, no_heavy_work, algo):
             F.conv2d_backward(xp.zeros((2, 2, 3, 3)), x, w, padding=0)
         else:
             F.conv2d(x, w, algo=algo)
+
+
+@pytest.mark.parametrize("stride,padding,groups", [(1, 1, 1), (2, 0, 2)])
+def test_backward_without_dx_gives_the_same_weight_gradients(xp, rng, stride, padding, groups):
+    x = to_xp(xp, rng.standard_normal((3, 4, 9, 8)))
+    w = to_xp(xp, rng.standard_normal((6, 4 // groups, 3, 3)))
+    y = F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    dy = to_xp(xp, rng.standard_normal(y.shape))
+    kw = dict(stride=stride, padding=padding, groups=groups)
+    dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
+    none, dw2, db2 = F.conv2d_backward(dy, x, w, need_dx=False, **kw)
+    assert none is None
+    np.testing.assert_array_equal(to_host(dw2), to_host(dw))
+    np.testing.assert_array_equal(to_host(db2), to_host(db))

@@ -408,3 +408,20 @@ def test_to_backend_moves_parameters(xp, rng):
     assert all(isinstance(v, float) for v in history["loss"])
     model.to("numpy")
     assert model.backend == "numpy"
+
+
+def test_backward_without_input_grad_fills_the_same_grads(rng):
+    from xpcnn.layers import Conv2D, Dense, Flatten, ReLU
+    from xpcnn.model import Sequential
+
+    model = Sequential(Conv2D(1, 4, 3, seed=0), ReLU(), Flatten(), Dense(4 * 6 * 6, 3, seed=1))
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    dy = rng.standard_normal((5, 3)).astype(np.float32)
+    model.forward(x, training=True)
+    dx = model.backward(dy)
+    full = {(i, k): v.copy() for i, layer in enumerate(model.layers) for k, v in layer.grads.items()}
+    model.forward(x, training=True)
+    assert model.backward(dy, input_grad=False) is None
+    assert dx.shape == x.shape
+    for (i, k), v in full.items():
+        np.testing.assert_array_equal(model.layers[i].grads[k], v)

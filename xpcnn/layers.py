@@ -265,9 +265,10 @@ class Conv2D(Layer):
         self._keep(training, x)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx=True):
+        """Fill ``grads``; return the input gradient (``None`` if `need_dx` is False)."""
         x = self._cached()
-        dx, dw, db = F.conv2d_backward(dy, x, self.params["weight"], **self._conv_args())
+        dx, dw, db = F.conv2d_backward(dy, x, self.params["weight"], need_dx=need_dx, **self._conv_args())
         self.grads["weight"] = dw
         if self.use_bias:
             self.grads["bias"] = db

@@ -34,7 +34,7 @@ from typing import Any
 from . import backend, data
 from .backend import Array, get_array_module
 from .functional import check_labels
-from .layers import REGISTRY, Layer
+from .layers import REGISTRY, Conv2D, Layer
 from .losses import Loss, SoftmaxCrossEntropy
 from .optim import Adam, Optimizer
 
@@ -135,12 +135,18 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, dy: Array) -> Array:
+    def backward(self, dy: Array, input_grad: bool = True) -> Array | None:
         """Back-propagate `dy` (gradient of the loss w.r.t. the output); fills every ``layer.grads``.
 
-        Returns the gradient with respect to the model's input.
+        Returns the gradient with respect to the model's input; with
+        ``input_grad=False`` (what ``fit`` uses), a first ``Conv2D`` layer
+        skips computing it and ``None`` is returned.
         """
+        first = self.layers[0] if self.layers else None
         for layer in reversed(self.layers):
+            if layer is first and not input_grad and isinstance(layer, Conv2D):
+                layer.backward(dy, need_dx=False)
+                return None
             dy = layer.backward(dy)
         return dy
 
@@ -473,7 +479,7 @@ class Sequential:
             saved = [{k: v.copy() for k, v in layer.buffers.items()} for layer in buffered]
             out = self.forward(xb, training=True)
             value = loss(out, yb, check_range=False)
-            self.backward(loss.backward())
+            self.backward(loss.backward(), input_grad=False)
             if not self._finite(value, xp):
                 for layer, bufs in zip(buffered, saved):
                     layer.buffers.update(bufs)
