@@ -417,11 +417,12 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x, training=False):
         y = F.max_pool2d(x, *self._args())
-        self._keep(training, x)
+        self._keep(training, (x, y))  # the output too: the backward need not recompute it
         return y
 
     def backward(self, dy):
-        return F.max_pool2d_backward(dy, self._cached(), *self._args())
+        x, y = self._cached()
+        return F.max_pool2d_backward(dy, x, *self._args(), y=y)
 
 
 class AvgPool2D(_Pool2D):

@@ -29,20 +29,29 @@ def relu_backward(dy, x):
     """Gradient of :func:`relu`: `dy` where ``x > 0``, else 0 (0 at ``x == 0``, as PyTorch)."""
     check_float(x, "x")
     _check_dy(dy, x, "x")
-    return get_array_module(x).where(x > 0, dy, 0)
+    return dy * (x > 0)  # a product with the mask: several times faster than where() on NumPy
 
 
 def leaky_relu(x, negative_slope=0.01):
     """`x` where ``x > 0``, else ``negative_slope * x``; same shape and dtype as `x`."""
     check_float(x, "x")
-    return get_array_module(x).where(x > 0, x, x * x.dtype.type(negative_slope))
+    xp = get_array_module(x)
+    y = x * x.dtype.type(negative_slope)
+    if 0 <= negative_slope <= 1:  # then leaky_relu(x) = max(x, slope * x): no select needed
+        return xp.maximum(x, y, out=y)
+    return xp.where(x > 0, x, y)
 
 
 def leaky_relu_backward(dy, x, negative_slope=0.01):
     """Gradient of :func:`leaky_relu` with respect to `x`."""
     check_float(x, "x")
     _check_dy(dy, x, "x")
-    return get_array_module(x).where(x > 0, dy, dy * x.dtype.type(negative_slope))
+    slope = x.dtype.type(negative_slope)
+    scale = (x > 0).astype(x.dtype)  # 1 or slope, without where()
+    scale *= 1 - slope
+    scale += slope
+    scale *= dy
+    return scale
 
 
 def sigmoid(x):

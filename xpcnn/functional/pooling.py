@@ -107,7 +107,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     return y
 
 
-def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, y=None):
     """Gradient of :func:`max_pool2d` with respect to `x`.
 
     Each output's gradient goes to the position of its window's maximum; when
@@ -121,6 +121,8 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
         The input given to ``max_pool2d``.
     kernel_size, stride, padding
         As given to ``max_pool2d``.
+    y : array, shape (N, C, OH, OW), optional
+        ``max_pool2d``'s output, if kept; otherwise it is recomputed.
 
     Returns
     -------
@@ -129,16 +131,26 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
     xp = get_array_module(x)
     g = pool_geometry(x, kernel_size, stride, padding)
     _check_dy(dy, x, g)
+    if y is None:
+        y = max_pool2d(x, kernel_size, stride, padding)
+    elif tuple(y.shape) != tuple(dy.shape):
+        raise ValueError(f"y must be max_pool2d's output, shape {tuple(dy.shape)}, got {tuple(y.shape)}")
     xpad = _pad(x, g, float("-inf"))
-    y = max_pool2d(x, kernel_size, stride, padding)
-    dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
+    overlapping = g.SH < g.KH or g.SW < g.KW
+    tiled = (g.SH, g.SW) == (g.KH, g.KW) and g.PH == g.PW == 0 and g.OH * g.KH == g.H and g.OW * g.KW == g.W
+    # Windows that tile the input write every position once: no need to clear it first.
+    dxpad = (xp.empty if tiled else xp.zeros)(xpad.shape, dtype=x.dtype)
     free = xp.ones(y.shape, dtype=bool)  # outputs whose winner is not found yet
     for i in range(g.KH):
         for j in range(g.KW):
             win = (slice(None), slice(None)) + g.window(i, j)
-            hit = (xpad[win] == y) & free
-            dxpad[win] += xp.where(hit, dy, 0)
-            free &= ~hit
+            hit = xpad[win] == y
+            hit &= free
+            free ^= hit  # hit is a subset of free
+            if overlapping:
+                dxpad[win] += dy * hit
+            else:  # each input position is in one window only
+                xp.multiply(dy, hit, out=dxpad[win])
     return dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
 
 
