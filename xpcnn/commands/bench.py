@@ -10,7 +10,12 @@ pooling and activations (CPU only). Every figure is the median of repeats.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -54,59 +59,86 @@ def median_time(fn, xp, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def measure(xp, repeat: int = 7, shapes=None, torch=None):
-    """Yield one dict per measurement: section, case, algo, xpcnn seconds, torch seconds or None."""
+def _cases(xp, shapes, torch=None):
+    """``(section, case, algo, fn)`` for every timing, for xpcnn on `xp` or, given `torch`, for PyTorch.
+
+    Inputs are drawn from the same seeded generator in both, so the two see
+    the same numbers.
+    """
     rng = np.random.default_rng(0)
 
     def rand(*shape):
-        return xp.asarray(rng.standard_normal(shape, dtype=np.float32))
+        a = rng.standard_normal(shape, dtype=np.float32)
+        return torch.from_numpy(a) if torch is not None else xp.asarray(a)
 
-    def torch_time(fn):
-        return None if torch is None else median_time(fn, np, repeat)
-
-    for name in shapes or list(SHAPES):
+    for name in shapes:
         N, C, H, W, O, K, s, p = SHAPES[name]
-        x, w = rand(N, C, H, W), rand(O, C, K, K)
-        picked = F.choose_algo(F.conv_geometry(x.shape, w.shape, s, p), xp)
-        if torch is not None:
-            xt, wt = torch.from_numpy(backend.to_numpy(x)), torch.from_numpy(backend.to_numpy(w))
-        t_ref = torch_time(lambda: torch.nn.functional.conv2d(xt, wt, stride=s, padding=p))
-        for algo in ALGOS:
-            t = median_time(lambda: F.conv2d(x, w, stride=s, padding=p, algo=algo), xp, repeat)
-            label = f"auto={picked}" if algo == "auto" else algo
-            yield {"section": "conv2d forward", "case": name, "algo": label, "xpcnn": t, "torch": t_ref}
+        g = F.conv_geometry((N, C, H, W), (O, C, K, K), s, p)
+        x, w, dy = rand(N, C, H, W), rand(O, C, K, K), rand(N, O, g.OH, g.OW)
+        if torch is None:
+            picked = F.choose_algo(g, xp)
+            for algo in ALGOS:
+                label = f"auto={picked}" if algo == "auto" else algo
+                yield "conv2d forward", name, label, functools.partial(F.conv2d, x, w, stride=s, padding=p, algo=algo)
+            backward = functools.partial(F.conv2d_backward, dy, x, w, stride=s, padding=p)
+        else:
+            from torch.nn.grad import conv2d_input, conv2d_weight
+
+            yield "conv2d forward", name, None, functools.partial(torch.nn.functional.conv2d, x, w, stride=s, padding=p)
+
+            def backward(x=x, w=w, dy=dy, s=s, p=p):
+                conv2d_input(x.shape, w, dy, stride=s, padding=p)
+                conv2d_weight(x, w.shape, dy, stride=s, padding=p)
+
         if name in BACKWARD_SHAPES:
-            dy = xp.ones(F.conv2d(x, w, stride=s, padding=p).shape, dtype=x.dtype)
-            if torch is not None:
-                from torch.nn.grad import conv2d_input, conv2d_weight
-
-                dyt = torch.from_numpy(backend.to_numpy(dy))
-
-                def torch_backward():
-                    conv2d_input(xt.shape, wt, dyt, stride=s, padding=p)
-                    conv2d_weight(xt, wt.shape, dyt, stride=s, padding=p)
-
-            t_ref = torch_time(torch_backward) if torch is not None else None
-            t = median_time(lambda: F.conv2d_backward(dy, x, w, stride=s, padding=p), xp, repeat)
-            yield {"section": "conv2d backward (dx + dw)", "case": name, "algo": "", "xpcnn": t, "torch": t_ref}
+            yield "conv2d backward (dx + dw)", name, "", backward
 
     x = rand(32, 64, 56, 56)
-    xt = torch.from_numpy(backend.to_numpy(x)) if torch is not None else None
-    cases = {
-        "max_pool2d 2x2/2": (lambda: F.max_pool2d(x, 2), lambda: torch.nn.functional.max_pool2d(xt, 2)),
-        "avg_pool2d 2x2/2": (lambda: F.avg_pool2d(x, 2), lambda: torch.nn.functional.avg_pool2d(xt, 2)),
-        "relu": (lambda: F.relu(x), lambda: torch.relu(xt)),
-        "sigmoid": (lambda: F.sigmoid(x), lambda: torch.sigmoid(xt)),
-        "tanh": (lambda: F.tanh(x), lambda: torch.tanh(xt)),
+    lib = torch.nn.functional if torch is not None else F
+    ops = {
+        "max_pool2d 2x2/2": functools.partial(lib.max_pool2d, x, 2),
+        "avg_pool2d 2x2/2": functools.partial(lib.avg_pool2d, x, 2),
+        "relu": functools.partial(lib.relu, x),
+        "sigmoid": functools.partial(torch.sigmoid if torch is not None else F.sigmoid, x),
+        "tanh": functools.partial(torch.tanh if torch is not None else F.tanh, x),
     }
-    for case, (fn, tfn) in cases.items():
-        yield {
-            "section": "pooling and activations, N32 C64 56x56",
-            "case": case,
-            "algo": "",
-            "xpcnn": median_time(fn, xp, repeat),
-            "torch": torch_time(tfn),
-        }
+    for case, fn in ops.items():
+        yield "pooling and activations, N32 C64 56x56", case, "", fn
+
+
+def measure(xp, repeat: int = 7, shapes=None) -> list[dict]:
+    """xpcnn's median times: one dict per measurement (section, case, algo, xpcnn seconds)."""
+    return [
+        {"section": sec, "case": case, "algo": algo, "xpcnn": median_time(fn, xp, repeat), "torch": None}
+        for sec, case, algo, fn in _cases(xp, shapes or list(SHAPES))
+    ]
+
+
+def torch_times(repeat: int, shapes, threads: int | None) -> dict:
+    """PyTorch's median times, ``{"section|case": seconds}``, for the same cases."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        return {f"{sec}|{case}": median_time(fn, np, repeat) for sec, case, _, fn in _cases(np, shapes, torch)}
+
+
+def _torch_in_subprocess(repeat: int, shapes, threads: int | None) -> dict:
+    """Run :func:`torch_times` in a fresh interpreter.
+
+    PyTorch's OpenMP threads keep spinning after its calls and slow NumPy's
+    BLAS threads in the same process by up to 2x, so the two never share one.
+    """
+    code = (
+        "import json, sys; from xpcnn.commands.bench import torch_times; "
+        "print(json.dumps(torch_times(*json.loads(sys.argv[1]))))"
+    )
+    arg = json.dumps([repeat, list(shapes), threads])
+    proc = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing PyTorch failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def format_table(results) -> str:
@@ -129,7 +161,6 @@ def machine(xp) -> str:
     """One line describing the machine, the BLAS and the libraries that were timed."""
     import os
     import platform
-    import sys
 
     try:
         import threadpoolctl
@@ -147,8 +178,13 @@ def machine(xp) -> str:
     )
     if backend.is_device(xp):
         line += f"; cupy {xp.__version__} on {xp.cuda.runtime.getDeviceProperties(0)['name'].decode()}"
-    torch = sys.modules.get("torch")
-    return line + (f"; torch {torch.__version__}" if torch else "")
+    return line
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
 
 
 def run(args) -> int:
@@ -163,14 +199,11 @@ def run(args) -> int:
         if bad:
             raise UsageError(f"xpcnn bench: --shapes takes indices 0..{len(names) - 1}, got {bad}")
         names = [names[i] for i in args.shapes]
-    torch = None
     if args.against == "torch":
         if backend.is_device(xp):
             raise UsageError("xpcnn bench: --against torch compares on the CPU; use --backend numpy")
-        try:
-            import torch
-        except ImportError:
-            raise UsageError("xpcnn bench: --against torch needs PyTorch (pip install torch)") from None
+        if importlib.util.find_spec("torch") is None:
+            raise UsageError("xpcnn bench: --against torch needs PyTorch (pip install torch)")
     threads = args.threads
     try:
         from threadpoolctl import threadpool_limits
@@ -178,12 +211,15 @@ def run(args) -> int:
         if threads is not None:
             raise UsageError('xpcnn bench: --threads needs threadpoolctl (pip install "xpcnn[bench]")') from None
         threadpool_limits = contextlib.nullcontext
-    if torch is not None and threads is not None:
-        torch.set_num_threads(threads)
     with threadpool_limits(threads):  # None: leave the BLAS threads as they are
-        results = list(measure(xp, args.repeat, names, torch))
+        results = measure(xp, args.repeat, names)
+    torch = args.against == "torch"
+    if torch:
+        ref = _torch_in_subprocess(args.repeat, names, threads)
+        for r in results:
+            r["torch"] = ref[f"{r['section']}|{r['case']}"]
     print(f"backend={backend.get_default() if args.backend is None else args.backend}, threads={threads or 'all'}, "
           f"float32, median of {args.repeat}" + ("; ratio = xpcnn / torch (lower is better)" if torch else ""))
-    print(machine(xp))
+    print(machine(xp) + (f"; torch {_torch_version()}" if torch else ""))
     print(format_table(results))
     return 0
