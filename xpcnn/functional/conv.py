@@ -275,15 +275,20 @@ def _workspace(xp, role: str, shape: tuple, dtype) -> Array:
     return buf[:size].reshape(shape)
 
 
-def _fill_col(ph: _Phases, flat: Array, col: Array) -> None:
-    """im2col: ``col[:, t]`` ``(C, n, L)`` is tap `t`'s contiguous slice of every image.
+def _fill_col(ph: _Phases, flat: Array, col: Array, images_inner: bool) -> None:
+    """im2col: tap `t`'s contiguous slice of every image goes to row block `t`.
 
-    Images sit side by side in the last two axes, so one matrix product per
-    group covers the whole chunk (a wide, multithreaded GEMM rather than `n`
-    small ones).
+    With `images_inner`, `col` is ``(C, KH*KW, n, L)``: images side by side,
+    so one matrix product per group covers the whole chunk (a wide,
+    multithreaded GEMM; the forward's layout). Otherwise ``(n, C, KH*KW,
+    L)``: one block per image (the backward's layout, measured faster for
+    its per-image weight-gradient products and col2im adds).
     """
     for tap in ph.taps:
-        col[:, tap[0]] = ph.slice(flat, tap).transpose(1, 0, 2)
+        if images_inner:
+            col[:, tap[0]] = ph.slice(flat, tap).transpose(1, 0, 2)
+        else:
+            col[:, :, tap[0]] = ph.slice(flat, tap)
 
 
 def _gemm_chunk(g: ConvGeometry, ph: _Phases, xp, itemsize: int) -> int:
@@ -303,7 +308,7 @@ def _forward_gemm(x, w, g, y):
         n = xc.shape[0]
         flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
         col = _workspace(xp, "col", (g.C, KK, n, ph.L), x.dtype)
-        _fill_col(ph, flat, col)
+        _fill_col(ph, flat, col, images_inner=True)
         out = _workspace(xp, "out", (g.G, g.O // g.G, n * ph.L), x.dtype)
         xp.matmul(wk, col.reshape(g.G, g.K, n * ph.L), out=out)
         y[n0 : n0 + step] = out.reshape(g.O, n, g.OH, ph.Wph)[..., : g.OW].transpose(1, 0, 2, 3)
@@ -481,26 +486,26 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         xc = x[n0 : n0 + step]
         n = xc.shape[0]
         flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
-        col = _workspace(xp, "col", (g.C, KK, n, ph.L), x.dtype)
-        _fill_col(ph, flat, col)
-        colg = col.reshape(G, g.K, n * ph.L)
-        # dy in the output's uncropped frame, images side by side as in col: zero junk
-        # columns add nothing to dw.
-        dyf = _workspace(xp, "out", (g.O, n, g.OH, ph.Wph), x.dtype)
+        col = _workspace(xp, "col", (n, g.C, KK, ph.L), x.dtype)
+        _fill_col(ph, flat, col, images_inner=False)
+        colg = col.reshape(n, G, g.K, ph.L)
+        # dy in the output's uncropped frame: zero junk columns add nothing to dw.
+        dyf = _workspace(xp, "out", (n, g.O, g.OH, ph.Wph), x.dtype)
         dyf[..., g.OW :] = 0
-        dyf[..., : g.OW] = dy[n0 : n0 + step].transpose(1, 0, 2, 3)
-        dyg = dyf.reshape(G, Og, n * ph.L)
-        xp.matmul(dyg, colg.transpose(0, 2, 1), out=dw_n)
-        dw += dw_n
+        dyf[..., : g.OW] = dy[n0 : n0 + step]
+        dyg = dyf.reshape(n, G, Og, ph.L)
+        for k in range(n):  # one GEMM per image, accumulated: no (n, G, Og, K) temporary
+            xp.matmul(dyg[k], colg[k].transpose(0, 2, 1), out=dw_n)
+            dw += dw_n
         if not need_dx:
             continue
         xp.matmul(wkT, dyg, out=colg)  # the im2col gradient, in the im2col buffer
         grad = _workspace(xp, "grad_phases", ph.shape(n), x.dtype)
         grad[...] = 0
         gflat = grad.reshape(g.SH, g.SW, n, g.C, -1)
-        for tap in ph.taps:  # col2im: one contiguous add per tap and image
+        for tap in ph.taps:  # col2im: one contiguous add per tap
             _, a, b, s0 = tap
-            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, tap[0]].transpose(1, 0, 2)
+            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, :, tap[0], :]
         ph.merge(grad, dx[n0 : n0 + step])
     db = dy.sum(axis=(0, 2, 3))
     return dx, dw.reshape(w.shape), db
