@@ -9,19 +9,12 @@ calls return as soon as the kernels are queued.
 import numpy as np
 
 from xpcnn import backend
+from xpcnn.commands.bench import SHAPES  # noqa: F401 -- (N, C, H, W, O, K, stride, padding), as in the README
 
 BACKENDS = ["numpy", "cupy"]
 
-# (N, C, H, W, O, K, stride, padding): the tutorial's chelsea layers, then
-# CIFAR- and ImageNet-like layers.
-CONV_SHAPES = {
-    "chelsea1": (1, 1, 300, 451, 2, 3, 1, 0),
-    "chelsea2": (1, 2, 149, 224, 3, 5, 1, 0),
-    "cifar_in": (32, 3, 32, 32, 32, 3, 1, 0),
-    "cifar_mid": (32, 32, 32, 32, 64, 3, 1, 1),
-    "resnet": (16, 64, 56, 56, 64, 3, 1, 1),
-    "resnet_s2": (16, 64, 56, 56, 128, 3, 2, 1),
-}
+# (N, C, H, W, O, K, stride, padding), named as in ``xpcnn bench`` and the README.
+CONV_SHAPES = SHAPES
 
 
 def xp_or_skip(name):

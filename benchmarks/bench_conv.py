@@ -2,17 +2,17 @@
 
 from xpcnn import functional as F
 
-from ._common import BACKENDS, CONV_SHAPES, random, sync, xp_or_skip
+from ._common import BACKENDS, SHAPES, random, sync, xp_or_skip
 
 
 class ConvForward:
-    params = (BACKENDS, list(CONV_SHAPES), list(F.ALGOS), ["float32", "float64"])
+    params = (BACKENDS, list(SHAPES), list(F.ALGOS), ["float32", "float64"])
     param_names = ["backend", "shape", "algo", "dtype"]
     timeout = 120
 
     def setup(self, backend, shape, algo, dtype):
         self.xp = xp_or_skip(backend)
-        N, C, H, W, O, K, s, p = CONV_SHAPES[shape]
+        N, C, H, W, O, K, s, p = SHAPES[shape]
         self.x = random(self.xp, (N, C, H, W), dtype, 0)
         self.w = random(self.xp, (O, C, K, K), dtype, 1)
         self.kw = dict(stride=s, padding=p, algo=algo)
@@ -25,13 +25,13 @@ class ConvForward:
 
 
 class ConvBackward:
-    params = (BACKENDS, list(CONV_SHAPES), ["float32"])
+    params = (BACKENDS, list(SHAPES), ["float32"])
     param_names = ["backend", "shape", "dtype"]
     timeout = 120
 
     def setup(self, backend, shape, dtype):
         self.xp = xp_or_skip(backend)
-        N, C, H, W, O, K, s, p = CONV_SHAPES[shape]
+        N, C, H, W, O, K, s, p = SHAPES[shape]
         self.x = random(self.xp, (N, C, H, W), dtype, 0)
         self.w = random(self.xp, (O, C, K, K), dtype, 1)
         self.kw = dict(stride=s, padding=p)

@@ -66,6 +66,19 @@ def _pad(x: Array, g: PoolGeometry, value: float) -> Array:
     return xp.pad(x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW)), constant_values=value)
 
 
+def _fold_windows(xpad: Array, g: PoolGeometry, op) -> Array:
+    """Combine the ``KH * KW`` strided slices of `xpad` with the ufunc `op`, in place."""
+    y = None
+    for i in range(g.KH):
+        for j in range(g.KW):
+            s = xpad[(slice(None), slice(None)) + g.window(i, j)]
+            if y is None:
+                y = s.copy()
+            else:
+                op(y, s, out=y)
+    return y
+
+
 def _check_dy(dy: Array, x: Array, g: PoolGeometry) -> None:
     check_float(dy, "dy")
     check_same(x, dy, "x and dy")
@@ -95,16 +108,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
         See :func:`pool_geometry`.
     """
     g = pool_geometry(x, kernel_size, stride, padding)
-    xpad = _pad(x, g, float("-inf"))
-    y = None
-    for i in range(g.KH):
-        for j in range(g.KW):
-            s = xpad[(slice(None), slice(None)) + g.window(i, j)]
-            if y is None:
-                y = s.copy()
-            else:
-                get_array_module(x).maximum(y, s, out=y)
-    return y
+    return _fold_windows(_pad(x, g, float("-inf")), g, get_array_module(x).maximum)
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, y=None):
@@ -170,15 +174,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     array, shape (N, C, OH, OW), dtype of `x`
     """
     g = pool_geometry(x, kernel_size, stride, padding)
-    xpad = _pad(x, g, 0.0)
-    y = None
-    for i in range(g.KH):
-        for j in range(g.KW):
-            s = xpad[(slice(None), slice(None)) + g.window(i, j)]
-            if y is None:
-                y = s.copy()
-            else:
-                y += s
+    y = _fold_windows(_pad(x, g, 0.0), g, get_array_module(x).add)
     y *= x.dtype.type(1.0 / (g.KH * g.KW))
     return y
 
