@@ -13,8 +13,6 @@ from xpcnn.commands.bench import SHAPES  # noqa: F401 -- (N, C, H, W, O, K, stri
 
 BACKENDS = ["numpy", "cupy"]
 
-# (N, C, H, W, O, K, stride, padding), named as in ``xpcnn bench`` and the README.
-CONV_SHAPES = SHAPES
 
 
 def xp_or_skip(name):
