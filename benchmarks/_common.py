@@ -14,7 +14,6 @@ from xpcnn.commands.bench import SHAPES  # noqa: F401 -- (N, C, H, W, O, K, stri
 BACKENDS = ["numpy", "cupy"]
 
 
-
 def xp_or_skip(name):
     """The array module of backend `name`; NotImplementedError (asv: skipped) if unusable."""
     if name not in backend.available():
