@@ -34,6 +34,21 @@ def _clean_axes(ax) -> None:
     ax.set_yticks([])
 
 
+def _draw_map(fig, ax, a, title: str) -> None:
+    """One feature map in gray with its own colour bar (maps differ a lot in range)."""
+    im = ax.imshow(a, cmap="gray", interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
+    ax.set_title(title, fontsize=9)
+    _clean_axes(ax)
+
+
+def _save(fig, path, title: str | None, dpi: int) -> str:
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(os.fspath(path), dpi=dpi)
+    return os.fspath(path)
+
+
 def save_feature_maps(
     path: str | os.PathLike,
     stages: Mapping[str, Any],
@@ -94,14 +109,8 @@ def save_feature_maps(
             if f >= maps.shape[2]:
                 ax.set_axis_off()
                 continue
-            im = ax.imshow(maps[:, :, f], cmap="gray", interpolation="nearest")
-            fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
-            ax.set_title(f"{label}, map {f + 1}  {maps.shape[:2]}", fontsize=9)
-            _clean_axes(ax)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.savefig(os.fspath(path), dpi=dpi)
-    return os.fspath(path)
+            _draw_map(fig, ax, maps[:, :, f], f"{label}, map {f + 1}  {maps.shape[:2]}")
+    return _save(fig, path, title, dpi)
 
 
 def save_overview(
@@ -162,12 +171,5 @@ def save_overview(
     axes[0].set_title(f"input  {img.shape}", fontsize=9)
     _clean_axes(axes[0])
     for f in range(maps.shape[2]):
-        ax = axes[1 + f]
-        im = ax.imshow(maps[:, :, f], cmap="gray", interpolation="nearest")
-        fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
-        ax.set_title(f"final map {f + 1}  {maps.shape[:2]}", fontsize=9)
-        _clean_axes(ax)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.savefig(os.fspath(path), dpi=dpi)
-    return os.fspath(path)
+        _draw_map(fig, axes[1 + f], maps[:, :, f], f"final map {f + 1}  {maps.shape[:2]}")
+    return _save(fig, path, title, dpi)
