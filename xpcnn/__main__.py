@@ -1,7 +1,5 @@
 """``python -m xpcnn``: the same as the ``xpcnn`` command."""
 
-import sys
-
 from .cli import main
 
-sys.exit(main())
+raise SystemExit(main())

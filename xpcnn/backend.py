@@ -29,6 +29,7 @@ __all__ = [
     "get_array_module",
     "get_default",
     "module",
+    "name_of",
     "set_default",
     "synchronize",
     "to_numpy",
@@ -244,3 +245,8 @@ def synchronize(xp: ModuleType) -> None:
 def is_device(xp: ModuleType) -> bool:
     """Whether arrays of module `xp` live on a GPU."""
     return xp is not numpy
+
+
+def name_of(xp: ModuleType) -> str:
+    """The backend name (``"numpy"`` or ``"cupy"``) of array module `xp`."""
+    return "cupy" if is_device(xp) else "numpy"

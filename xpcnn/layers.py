@@ -561,7 +561,7 @@ class Dropout(Layer):
             # A generator of the other backend (passed by the user) draws
             # there; its numbers are moved once per batch.
             u = self._rng.random(x.shape, dtype=x.dtype)
-            keep = backend.asarray(u, _backend_name(xp)) >= x.dtype.type(self.p)
+            keep = backend.asarray(u, backend.name_of(xp)) >= x.dtype.type(self.p)
             mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
         self._keep(True, mask)
         return x * mask
@@ -577,10 +577,6 @@ class Dropout(Layer):
         if not hasattr(self._seed, "random"):
             self._rng = None  # re-created on the new backend from the seed
         return super().to(name)
-
-
-def _backend_name(xp) -> str:
-    return "cupy" if backend.is_device(xp) else "numpy"
 
 
 class BatchNorm2D(Layer):

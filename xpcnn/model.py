@@ -61,10 +61,6 @@ def _int_arg(value: Any, name: str, minimum: int) -> int:
     return value
 
 
-def _backend_name(xp) -> str:
-    return "cupy" if backend.is_device(xp) else "numpy"
-
-
 def _format_shape(shape) -> str:
     return "(None, " + ", ".join(str(s) for s in shape) + ")" if shape is not None else "?"
 
@@ -171,7 +167,7 @@ class Sequential:
     def backend(self) -> str | None:
         """``"numpy"`` or ``"cupy"``: where the parameters are (None for a model without any)."""
         for a in self._arrays():
-            return _backend_name(get_array_module(a))
+            return backend.name_of(get_array_module(a))
         return None
 
     @property
@@ -267,7 +263,7 @@ class Sequential:
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"{name} must hold at least one sample (N, ...), got shape {tuple(x.shape)}")
         self._shapes(tuple(x.shape[1:]))
-        target = self.backend or _backend_name(get_array_module(x))
+        target = self.backend or backend.name_of(get_array_module(x))
         return backend.asarray(x, target, dtype=self.dtype or x.dtype)
 
     def _targets(self, y: Any, x: Array, loss: Loss, name: str = "y") -> Array:
@@ -278,7 +274,7 @@ class Sequential:
             raise ValueError(f"{name} has {len(y)} samples but the inputs have {len(x)}")
         out = self._shapes(tuple(x.shape[1:]))
         out = out[-1] if out else tuple(x.shape[1:])
-        target = _backend_name(get_array_module(x))
+        target = backend.name_of(get_array_module(x))
         if loss.classification:
             if len(out) != 1:
                 raise ValueError(f"{loss!r} needs per-sample outputs (classes,), the model gives {out}")

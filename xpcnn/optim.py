@@ -44,7 +44,7 @@ def _same_backend(state: Array, p: Array) -> Array:
     xp = get_array_module(p)
     if get_array_module(state) is xp:
         return state
-    return backend.asarray(state, "cupy" if backend.is_device(xp) else "numpy")
+    return backend.asarray(state, backend.name_of(xp))
 
 
 class Optimizer:

@@ -249,7 +249,7 @@ def run(args) -> int:
         xp = backend.module(args.backend)
     except ValueError as exc:
         raise _usage_error(f"--backend: {exc}" if args.backend is not None else str(exc)) from None
-    name = "cupy" if backend.is_device(xp) else "numpy"
+    name = backend.name_of(xp)
     if args.max_side is not None and args.max_side < 0:
         raise _usage_error(f"--max-side must be >= 0, got {args.max_side}")
     if args.repeat < 1:

@@ -213,6 +213,7 @@ class _Phases:
         Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
         self.Hph, self.Wph = -(-Hp // g.SH), -(-Wp // g.SW)
         self.L = g.OH * self.Wph  # output positions per image, junk columns included
+        self.size = g.C * g.SH * g.SW * (self.Hph + 1) * self.Wph  # elements per image, all phases
         self.taps = []  # (t, a, b, s0): tap index i*KW + j, its phase and slice start
         for i in range(g.KH):
             for j in range(g.KW):
@@ -293,7 +294,7 @@ def _fill_col(ph: _Phases, flat: Array, col: Array, images_inner: bool) -> None:
 
 def _gemm_chunk(g: ConvGeometry, ph: _Phases, xp, itemsize: int) -> int:
     # Temporaries per image: the phases, the im2col matrix and the uncropped output.
-    per_sample = itemsize * (g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + g.C * g.KH * g.KW * ph.L + g.O * ph.L)
+    per_sample = itemsize * (ph.size + g.C * g.KH * g.KW * ph.L + g.O * ph.L)
     return _chunk(g, per_sample, xp)
 
 
@@ -319,7 +320,7 @@ def _forward_shift(x, w, g, y):
     ph = _Phases(g)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
     wg = _grouped_weights(w, g)
-    per_sample = x.itemsize * (g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + 2 * g.O * ph.L)
+    per_sample = x.itemsize * (ph.size + 2 * g.O * ph.L)
     step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
@@ -348,9 +349,7 @@ def _forward_rows(x, w, g, y):
     used = sorted({a for a, _ in rows})
     span = (max(r for _, r in rows) + g.OH) * ph.Wph
     wr = xp.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(g.KH, G, Og, Cg * g.KW)
-    per_sample = x.itemsize * (
-        g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + len(used) * g.C * g.KW * span + 2 * g.O * ph.L
-    )
+    per_sample = x.itemsize * (ph.size + len(used) * g.C * g.KW * span + 2 * g.O * ph.L)
     step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
@@ -480,7 +479,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     dw = xp.zeros((G, Og, g.K), dtype=x.dtype)
     dw_n = xp.empty_like(dw)
     # Temporaries per image: phases of x and of dx, im2col (reused for its gradient), dy framed like the output.
-    per_sample = x.itemsize * (2 * g.C * (g.SH * g.SW) * (ph.Hph + 1) * ph.Wph + g.C * KK * ph.L + g.O * ph.L)
+    per_sample = x.itemsize * (2 * ph.size + g.C * KK * ph.L + g.O * ph.L)
     step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
