@@ -52,7 +52,9 @@ def test_conv2d_workspace_is_bounded(monkeypatch, big_batch, algo, padding, stri
     monkeypatch.setattr(config, "workspace_bytes", LIMIT)
     extra, y = _peak_extra(lambda: F.conv2d(x, w, padding=padding, stride=stride, algo=algo), expected.nbytes)
     assert extra <= LIMIT + SLACK, f"{algo}: {extra / 2**20:.1f} MiB of temporaries, limit {LIMIT / 2**20:.1f} MiB"
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    # Chunking changes float32 summation order (einsum's more than BLAS's):
+    # compare on the scale of the largest output, as for the backward below.
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
 
 
 @pytest.mark.parametrize("padding,stride", [(1, 1), (0, 2)])
