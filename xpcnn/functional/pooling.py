@@ -2,14 +2,16 @@
 
 Both loop over the ``KH * KW`` offsets of the window and combine strided
 slices of the (padded) input: one vectorised pass per offset, no window
-buffer, which is the fastest form on NumPy and CuPy alike.
+buffer, which is the fastest form on NumPy and CuPy alike. On NumPy the
+passes run over cache-sized blocks of whole planes, on several threads.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..backend import Array, get_array_module
+from ..backend import Array, get_array_module, is_device
+from ._blocks import BLOCK_BYTES, PARALLEL_MIN_BYTES, for_blocks
 from ._utils import check_float, check_ndim, check_same, out_size, pair
 
 
@@ -66,17 +68,34 @@ def _pad(x: Array, g: PoolGeometry, value: float) -> Array:
     return xp.pad(x, ((0, 0), (0, 0), (g.PH, g.PH), (g.PW, g.PW)), constant_values=value)
 
 
-def _fold_windows(xpad: Array, g: PoolGeometry, op) -> Array:
-    """Combine the ``KH * KW`` strided slices of `xpad` with the ufunc `op`, in place."""
-    y = None
+def _fold_windows(xpad: Array, g: PoolGeometry, op, out: Array) -> None:
+    """Combine the ``KH * KW`` strided slices of `xpad` with the ufunc `op` into `out`."""
     for i in range(g.KH):
         for j in range(g.KW):
             s = xpad[(slice(None), slice(None)) + g.window(i, j)]
-            if y is None:
-                y = s.copy()
+            if i == j == 0:
+                out[...] = s
             else:
-                op(y, s, out=y)
-    return y
+                op(out, s, out=out)
+
+
+def _by_planes(fn, g: PoolGeometry, *arrays: Array) -> None:
+    """``fn(*blocks)`` over blocks of whole ``(H, W)`` planes of the NCHW `arrays`.
+
+    Each array is seen as ``(1, N*C, h, w)`` and cut along the planes: the
+    windows of one plane never reach another, so each block is a complete
+    pooling problem, sized for the cache and run on :func:`num_threads`
+    threads (see ``_blocks``). Non-contiguous arrays go whole, in one call.
+    """
+    if not all(a.flags.c_contiguous for a in arrays):
+        fn(*arrays)
+        return
+    planes = [a.reshape(1, g.N * g.C, *a.shape[2:]) for a in arrays]
+    plane_bytes = sum(a[0, 0].nbytes for a in planes)
+    total = plane_bytes * g.N * g.C
+    parallel = not is_device(get_array_module(arrays[0])) and total >= PARALLEL_MIN_BYTES
+    block = max(1, BLOCK_BYTES // plane_bytes) if parallel else g.N * g.C
+    for_blocks(lambda lo, hi: fn(*(a[:, lo:hi] for a in planes)), g.N * g.C, block, parallel=parallel)
 
 
 def _check_dy(dy: Array, x: Array, g: PoolGeometry) -> None:
@@ -108,7 +127,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
         See :func:`pool_geometry`.
     """
     g = pool_geometry(x, kernel_size, stride, padding)
-    return _fold_windows(_pad(x, g, float("-inf")), g, get_array_module(x).maximum)
+    xp = get_array_module(x)
+    y = xp.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
+    _by_planes(lambda xb, yb: _fold_windows(_pad(xb, g, float("-inf")), g, xp.maximum, yb), g, x, y)
+    return y
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, y=None):
@@ -139,11 +161,18 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, y=None):
         y = max_pool2d(x, kernel_size, stride, padding)
     elif tuple(y.shape) != tuple(dy.shape):
         raise ValueError(f"y must be max_pool2d's output, shape {tuple(dy.shape)}, got {tuple(y.shape)}")
+    dx = xp.empty_like(x)
+    _by_planes(lambda *blocks: _max_pool_backward_block(g, *blocks), g, dy, x, y, dx)
+    return dx
+
+
+def _max_pool_backward_block(g: PoolGeometry, dy: Array, x: Array, y: Array, dx: Array) -> None:
+    xp = get_array_module(x)
     xpad = _pad(x, g, float("-inf"))
     overlapping = g.SH < g.KH or g.SW < g.KW
-    tiled = (g.SH, g.SW) == (g.KH, g.KW) and g.PH == g.PW == 0 and g.OH * g.KH == g.H and g.OW * g.KW == g.W
     # Windows that tile the input write every position once: no need to clear it first.
-    dxpad = (xp.empty if tiled else xp.zeros)(xpad.shape, dtype=x.dtype)
+    tiled = (g.SH, g.SW) == (g.KH, g.KW) and g.OH * g.KH == g.H and g.OW * g.KW == g.W
+    dxpad = _grad_frame(dx, g, clear=not tiled)
     free = xp.ones(y.shape, dtype=bool)  # outputs whose winner is not found yet
     for i in range(g.KH):
         for j in range(g.KW):
@@ -155,7 +184,25 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, y=None):
                 dxpad[win] += dy * hit
             else:  # each input position is in one window only
                 xp.multiply(dy, hit, out=dxpad[win])
-    return dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
+    _crop_into(dxpad, dx, g)
+
+
+def _grad_frame(dx: Array, g: PoolGeometry, clear: bool = True) -> Array:
+    """Where a block's input gradient is gathered: `dx` itself, or a zeroed padded copy.
+
+    Give the result to :func:`_crop_into` when done.
+    """
+    if g.PH or g.PW:
+        xp = get_array_module(dx)
+        return xp.zeros((dx.shape[0], dx.shape[1], g.H + 2 * g.PH, g.W + 2 * g.PW), dtype=dx.dtype)
+    if clear:
+        dx[...] = 0
+    return dx
+
+
+def _crop_into(dxpad: Array, dx: Array, g: PoolGeometry) -> None:
+    if dxpad is not dx:
+        dx[...] = dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
@@ -174,8 +221,15 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     array, shape (N, C, OH, OW), dtype of `x`
     """
     g = pool_geometry(x, kernel_size, stride, padding)
-    y = _fold_windows(_pad(x, g, 0.0), g, get_array_module(x).add)
-    y *= x.dtype.type(1.0 / (g.KH * g.KW))
+    xp = get_array_module(x)
+    y = xp.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
+    scale = x.dtype.type(1.0 / (g.KH * g.KW))
+
+    def block(xb, yb):
+        _fold_windows(_pad(xb, g, 0.0), g, xp.add, yb)
+        yb *= scale
+
+    _by_planes(block, g, x, y)
     return y
 
 
@@ -195,9 +249,16 @@ def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
     xp = get_array_module(x)
     g = pool_geometry(x, kernel_size, stride, padding)
     _check_dy(dy, x, g)
-    share = dy * x.dtype.type(1.0 / (g.KH * g.KW))
-    dxpad = xp.zeros((g.N, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW), dtype=x.dtype)
-    for i in range(g.KH):
-        for j in range(g.KW):
-            dxpad[(slice(None), slice(None)) + g.window(i, j)] += share
-    return dxpad[:, :, g.PH : g.PH + g.H, g.PW : g.PW + g.W]
+    scale = x.dtype.type(1.0 / (g.KH * g.KW))
+    dx = xp.empty_like(x)
+
+    def block(dyb, dxb):
+        share = dyb * scale
+        dxpad = _grad_frame(dxb, g)
+        for i in range(g.KH):
+            for j in range(g.KW):
+                dxpad[(slice(None), slice(None)) + g.window(i, j)] += share
+        _crop_into(dxpad, dxb, g)
+
+    _by_planes(block, g, dy, dx)
+    return dx
