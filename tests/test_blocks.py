@@ -1,39 +1,41 @@
-"""Large element-wise ops and pooling in blocks, on several threads.
+"""Large element-wise ops and pooling, computed block by block.
 
-The arrays here are larger than ``PARALLEL_MIN_BYTES``, so the blocked,
-threaded path runs (the other tests use small arrays, which go whole). The
+The arrays here are larger than one block, so the blocked path runs (the
+other tests use small arrays, which go whole), with several block sizes. The
 references are whole-array formulas computed here (NumPy, scipy.special in
-float64, a reshape for tiled pooling) and the same op on one thread: the
-blocking must not change a single bit.
+float64, a reshape for tiled pooling, a loop over windows) and the same op
+unblocked: the blocking must not change a single bit.
 """
 
 from __future__ import annotations
-
-import multiprocessing
 
 import numpy as np
 import pytest
 import scipy.special as sps
 
-from xpcnn import config
 from xpcnn import functional as F
-from xpcnn.functional import _blocks
+from xpcnn.functional import _blocks, pooling
 
-# 2 x 32 x 64 x 65 float32 = 1.02 MiB: over PARALLEL_MIN_BYTES, and not a
-# whole number of blocks, so the last block of each run is short.
+# 2 x 32 x 64 x 65 float32 = 1.02 MiB: two default blocks and a short one.
 SHAPE = (2, 32, 64, 65)
 
 
 @pytest.fixture
 def big(rng):
-    assert np.prod(SHAPE) * 4 >= _blocks.PARALLEL_MIN_BYTES
+    assert np.prod(SHAPE) * 4 > 2 * _blocks.BLOCK_BYTES
     return rng.standard_normal(SHAPE).astype(np.float32) * 30  # wide enough to overflow exp(-x) somewhere
 
 
-@pytest.fixture(params=[1, 2, 3, 7])
-def threads(request, monkeypatch):
-    monkeypatch.setattr(config, "num_threads", request.param)
-    return request.param
+def _set_block_bytes(monkeypatch, size):
+    monkeypatch.setattr(_blocks, "BLOCK_BYTES", size)
+    monkeypatch.setattr(pooling, "BLOCK_BYTES", size)
+
+
+@pytest.fixture(params=[4096, 20000, None], ids=["4KiB", "20000B", "default"])
+def blocks(request, monkeypatch):
+    """Block sizes: smaller than one plane, a few planes with a ragged end, the default."""
+    if request.param is not None:
+        _set_block_bytes(monkeypatch, request.param)
 
 
 def _sigmoid_ref(x):
@@ -50,12 +52,12 @@ ELEMENTWISE = {
 
 
 @pytest.mark.parametrize("name", list(ELEMENTWISE))
-def test_elementwise_blocks_equal_whole_array(big, threads, name):
+def test_elementwise_blocks_equal_whole_array(big, blocks, name):
     op, ref = ELEMENTWISE[name]
     np.testing.assert_array_equal(op(big), ref(big))
 
 
-def test_sigmoid_blocks_close_to_float64_and_silent(big, threads):
+def test_sigmoid_blocks_close_to_float64_and_silent(big, blocks):
     with np.errstate(over="raise"):  # the op must silence its own overflow, in every thread
         y = F.sigmoid(big)
     assert y.dtype == np.float32
@@ -79,7 +81,7 @@ def test_sigmoid_blocks_close_to_float64_and_silent(big, threads):
     ],
     ids=["relu", "leaky_relu", "sigmoid", "tanh"],
 )
-def test_elementwise_backward_blocks(big, rng, threads, backward, ref):
+def test_elementwise_backward_blocks(big, rng, blocks, backward, ref):
     x = big / 30
     dy = rng.standard_normal(SHAPE).astype(np.float32)
     got = backward(dy, x)
@@ -87,18 +89,17 @@ def test_elementwise_backward_blocks(big, rng, threads, backward, ref):
     np.testing.assert_allclose(got, ref(dy, x), rtol=1e-6, atol=1e-7)
 
 
-def test_threads_give_identical_bits(big, rng, monkeypatch):
+def test_blocking_gives_identical_bits(big, rng, monkeypatch):
     dy = rng.standard_normal(SHAPE).astype(np.float32)
     ops = [F.relu, F.sigmoid, F.tanh, lambda x: F.max_pool2d(x, 3, 2, 1), lambda x: F.avg_pool2d(x, 2),
            lambda x: F.max_pool2d_backward(F.max_pool2d(dy, 2), x, 2), lambda x: F.sigmoid_backward(dy, x / 30)]
-    monkeypatch.setattr(config, "num_threads", 1)
-    one = [op(big) for op in ops]
-    monkeypatch.setattr(config, "num_threads", 5)
-    for a, b in zip(one, [op(big) for op in ops]):
+    blocked = [op(big) for op in ops]
+    _set_block_bytes(monkeypatch, 2**40)  # one block: the ufuncs see whole arrays
+    for a, b in zip(blocked, [op(big) for op in ops]):
         np.testing.assert_array_equal(a, b)
 
 
-def test_non_contiguous_input(big, threads):
+def test_non_contiguous_input(big, blocks):
     xt = big.transpose(0, 1, 3, 2)
     np.testing.assert_array_equal(F.relu(xt), np.maximum(xt, 0))
     np.testing.assert_array_equal(F.max_pool2d(xt, 2), xt[:, :, :64, :64].reshape(2, 32, 32, 2, 32, 2).max(axis=(3, 5)))
@@ -107,7 +108,7 @@ def test_non_contiguous_input(big, threads):
 # ---------------------------------------------------------------- pooling
 
 
-def test_tiled_pooling_blocks_match_reshape(rng, threads):
+def test_tiled_pooling_blocks_match_reshape(rng, blocks):
     x = rng.standard_normal((4, 24, 64, 64)).astype(np.float32)
     r = x.reshape(4, 24, 32, 2, 32, 2)
     np.testing.assert_array_equal(F.max_pool2d(x, 2), r.max(axis=(3, 5)))
@@ -135,7 +136,7 @@ def _window_loop_backward(dy, x, k, s, p, mode):
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
 @pytest.mark.parametrize("k, s, p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 2, 1)])
-def test_pooling_backward_blocks_match_loop(rng, threads, mode, k, s, p):
+def test_pooling_backward_blocks_match_loop(rng, blocks, mode, k, s, p):
     x = rng.standard_normal((2, 40, 40, 41)).astype(np.float32)  # 0.5 MiB in, dx 0.5 MiB: 1 MiB together
     fwd, bwd = (F.max_pool2d, F.max_pool2d_backward) if mode == "max" else (F.avg_pool2d, F.avg_pool2d_backward)
     y = fwd(x, k, s, p)
@@ -148,52 +149,16 @@ def test_pooling_backward_blocks_match_loop(rng, threads, mode, k, s, p):
 # ---------------------------------------------------------------- the machinery
 
 
-def test_for_blocks_covers_range_once(threads):
+def test_for_blocks_covers_range_once():
     seen = np.zeros(1001, dtype=int)
     _blocks.for_blocks(lambda lo, hi: seen.__setitem__(slice(lo, hi), seen[lo:hi] + 1), 1001, 64)
     assert (seen == 1).all()
 
 
-def test_for_blocks_raises_worker_error_after_all_runs(monkeypatch):
-    monkeypatch.setattr(config, "num_threads", 4)
-    done = []
-
-    def fn(lo, hi):
-        if lo >= 750:
-            raise RuntimeError(f"block {lo} failed")
-        done.append(lo)
-
-    with pytest.raises(RuntimeError, match="block 750 failed"):
-        _blocks.for_blocks(fn, 1000, 250)
-    assert sorted(done) == [0, 250, 500]  # the other runs finished before the error came out
-
-
-@pytest.mark.parametrize("value", [0, -1, "two", 2.0, True])
-def test_num_threads_setting_is_checked(monkeypatch, value):
-    monkeypatch.setattr(config, "num_threads", value)
-    with pytest.raises(ValueError, match=r"xpcnn.config.num_threads must be a positive integer.*" + repr(value)[:3]):
-        _blocks.num_threads()
-
-
-def test_num_threads_from_environment(monkeypatch):
-    monkeypatch.setattr(config, "num_threads", None)
-    monkeypatch.setenv("XPCNN_NUM_THREADS", "3")
-    assert _blocks.num_threads() == 3
-    monkeypatch.setenv("XPCNN_NUM_THREADS", "many")
-    with pytest.raises(ValueError, match="XPCNN_NUM_THREADS must be a positive integer.*'many'"):
-        F.relu(np.ones(SHAPE, dtype=np.float32))
-    monkeypatch.delenv("XPCNN_NUM_THREADS")
-    assert _blocks.num_threads() >= 1
-
-
-def _relu_in_child(_):
-    x = np.linspace(-1, 1, int(np.prod(SHAPE)), dtype=np.float32).reshape(SHAPE)
-    return bool((F.relu(x) == np.maximum(x, 0)).all())
-
-
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork()")
-def test_pool_works_after_fork(monkeypatch):
-    monkeypatch.setattr(config, "num_threads", 2)
-    F.relu(np.ones(SHAPE, dtype=np.float32))  # start the pool in the parent
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        assert pool.apply_async(_relu_in_child, (0,)).get(timeout=60)
+def test_zeros_for_is_read_only_and_sized(big):
+    out = np.empty(1000, dtype=np.float32)
+    z = _blocks.zeros_for(out)
+    assert z.shape == out.shape and z.dtype == out.dtype and not z.any()
+    with pytest.raises(ValueError):
+        z[0] = 1  # shared between calls: must never be written
+    assert _blocks.zeros_for(big) == 0  # larger than a block: a scalar

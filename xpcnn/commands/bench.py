@@ -4,7 +4,9 @@ Without ``--against torch`` it prints, per shape, every algorithm's time on
 the chosen backend and which one ``algo="auto"`` picks, so a user can see
 the choice. With ``--against torch`` it adds PyTorch's time on the same
 number of threads and the ratio, for convolution forward and backward,
-pooling and activations (CPU only). Every figure is the median of repeats.
+pooling and activations (CPU only). Every figure is the median of repeats;
+xpcnn and PyTorch (in its own process) take turns, one call each per round,
+so a shared machine's slow spells hit both alike.
 """
 
 from __future__ import annotations
@@ -45,18 +47,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shapes", type=int, nargs="*", default=None, metavar="I", help="indices of the shapes to time")
 
 
-def median_time(fn, xp, repeat: int, warmup: int = 2) -> float:
-    """Median seconds of ``fn()`` over `repeat` calls after `warmup`, device synchronised."""
-    for _ in range(warmup):
-        fn()
+def time_once(fn, xp) -> float:
+    """Seconds of one call of ``fn()``, the device synchronised after it."""
+    t0 = time.perf_counter()
+    fn()
     backend.synchronize(xp)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        backend.synchronize(xp)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return time.perf_counter() - t0
+
+
+def settle_allocator(empty) -> None:
+    """Allocate, touch and free one 30 MiB block, as a long-running program has done.
+
+    glibc's malloc serves large blocks with fresh ``mmap`` pages (a page fault
+    per 4 KiB on first touch) until a large block is freed; then it raises
+    its threshold and reuses heap memory. Doing this first in both
+    processes compares them in that steady state, whatever ran before (it
+    changed PyTorch's time for shape C six-fold on one machine).
+    """
+    block = empty(30 * 2**20 // 4)
+    block[:] = 0
+    del block
 
 
 def _cases(xp, shapes, torch=None):
@@ -106,39 +116,110 @@ def _cases(xp, shapes, torch=None):
         yield "pooling and activations, N32 C64 56x56", case, "", fn
 
 
-def measure(xp, repeat: int = 7, shapes=None) -> list[dict]:
-    """xpcnn's median times: one dict per measurement (section, case, algo, xpcnn seconds)."""
-    return [
-        {"section": sec, "case": case, "algo": algo, "xpcnn": median_time(fn, xp, repeat), "torch": None}
-        for sec, case, algo, fn in _cases(xp, shapes or list(SHAPES))
-    ]
+#: Seconds to wait after timing xpcnn, before timing PyTorch, and back.
+#: OpenBLAS's threads keep spinning for about 2**28 cycles (~0.1 s) after a
+#: call, and slowed PyTorch's small convolutions 16-fold when not waited
+#: out; PyTorch's OpenMP threads spin for a shorter while.
+PAUSE_AFTER_XPCNN_S = 0.15
+PAUSE_AFTER_TORCH_S = 0.05
 
 
-def torch_times(repeat: int, shapes, threads: int | None) -> dict:
-    """PyTorch's median times, ``{"section|case": seconds}``, for the same cases."""
+def warm_time(fn, xp) -> float:
+    """Seconds of one call of ``fn()`` right after an untimed one.
+
+    After the other library's turn the caches hold its data and the thread
+    pools may be asleep; the untimed call brings both back, so the timed one
+    measures the steady state, as in a loop.
+    """
+    fn()
+    backend.synchronize(xp)
+    return time_once(fn, xp)
+
+
+def measure(xp, repeat: int = 7, shapes=None, reference=None) -> list[dict]:
+    """Median times of every case, one dict per (case, algorithm).
+
+    Each case runs `repeat` rounds; a round times every algorithm once (in
+    rotating order, each after an untimed call: :func:`warm_time`) and,
+    given a `reference` (a :class:`TorchWorker`), PyTorch likewise, so slow
+    and fast spells of a shared machine hit both alike. ``ratio`` is the
+    median of the per-round ratios xpcnn / PyTorch.
+    """
+    groups: dict = {}
+    for sec, case, algo, fn in _cases(xp, shapes or list(SHAPES)):
+        groups.setdefault((sec, case), []).append((algo, fn))
+    results = []
+    for (sec, case), fns in groups.items():
+        key = f"{sec}|{case}"
+        ours: dict = {algo: [] for algo, _ in fns}
+        ref = []
+        for _, fn in fns:  # first calls: buffers, plans, CuPy's kernel compilation
+            fn()
+        for r in range(repeat):
+            k = r % len(fns)
+            for algo, fn in fns[k:] + fns[:k]:
+                ours[algo].append(warm_time(fn, xp))
+            if reference is not None:
+                time.sleep(PAUSE_AFTER_XPCNN_S)
+                ref.append(reference.time(key))
+                time.sleep(PAUSE_AFTER_TORCH_S)
+        for algo, times in ours.items():
+            results.append({
+                "section": sec,
+                "case": case,
+                "algo": algo,
+                "xpcnn": statistics.median(times),
+                "torch": statistics.median(ref) if ref else None,
+                "ratio": statistics.median(a / b for a, b in zip(times, ref)) if ref else None,
+            })
+    return results
+
+
+def _torch_worker(shapes, threads) -> None:
+    """PyTorch's side of :class:`TorchWorker`: read a case key per line, time one call, print seconds."""
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
+    settle_allocator(torch.empty)
+    cases = {f"{sec}|{case}": fn for sec, case, _, fn in _cases(np, shapes, torch)}
+    print("ready", flush=True)
     with torch.no_grad():
-        return {f"{sec}|{case}": median_time(fn, np, repeat) for sec, case, _, fn in _cases(np, shapes, torch)}
+        for line in sys.stdin:
+            print(warm_time(cases[line.strip()], np), flush=True)
 
 
-def _torch_in_subprocess(repeat: int, shapes, threads: int | None) -> dict:
-    """Run :func:`torch_times` in a fresh interpreter.
+class TorchWorker:
+    """PyTorch (CPU) in its own interpreter, timing one call of a case when asked.
 
-    PyTorch's OpenMP threads keep spinning after its calls and slow NumPy's
-    BLAS threads in the same process by up to 2x, so the two never share one.
+    Its OpenMP threads keep spinning after each call and slowed NumPy's BLAS
+    threads by up to 2x when both shared one process, so the two never do.
     """
-    code = (
-        "import json, sys; from xpcnn.commands.bench import torch_times; "
-        "print(json.dumps(torch_times(*json.loads(sys.argv[1]))))"
-    )
-    arg = json.dumps([repeat, list(shapes), threads])
-    proc = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"timing PyTorch failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def __init__(self, shapes, threads: int | None):
+        code = "import json, sys; from xpcnn.commands.bench import _torch_worker; _torch_worker(*json.loads(sys.argv[1]))"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps([list(shapes), threads])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self._read()  # "ready", or the error that stopped it
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read().strip().splitlines()
+            raise RuntimeError(f"timing PyTorch failed: {err[-1] if err else 'its process exited'}")
+        return line
+
+    def time(self, key: str) -> float:
+        """Seconds of one PyTorch call of case `key` (``"section|case"``), as :func:`warm_time`."""
+        self.proc.stdin.write(key + "\n")
+        self.proc.stdin.flush()
+        return float(self._read())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def format_table(results) -> str:
@@ -152,7 +233,7 @@ def format_table(results) -> str:
             lines.append(f"  {'case':30s} {'algo':12s} {'xpcnn ms':>10s} {'torch ms':>10s} {'ratio':>7s}")
         ref = r["torch"]
         ref_s = f"{ref * 1e3:10.2f}" if ref else f"{'-':>10s}"
-        ratio = f"{r['xpcnn'] / ref:7.2f}" if ref else f"{'-':>7s}"
+        ratio = f"{r['ratio']:7.2f}" if ref else f"{'-':>7s}"
         lines.append(f"  {r['case']:30s} {r['algo']:12s} {r['xpcnn'] * 1e3:10.2f} {ref_s} {ratio}")
     return "\n".join(lines)
 
@@ -211,15 +292,18 @@ def run(args) -> int:
         if threads is not None:
             raise UsageError('xpcnn bench: --threads needs threadpoolctl (pip install "xpcnn[bench]")') from None
         threadpool_limits = contextlib.nullcontext
-    with threadpool_limits(threads):  # None: leave the BLAS threads as they are
-        results = measure(xp, args.repeat, names)
     torch = args.against == "torch"
-    if torch:
-        ref = _torch_in_subprocess(args.repeat, names, threads)
-        for r in results:
-            r["torch"] = ref[f"{r['section']}|{r['case']}"]
+    settle_allocator(np.empty)
+    reference = TorchWorker(names, threads) if torch else None
+    try:
+        with threadpool_limits(threads):  # None: leave the BLAS threads as they are
+            results = measure(xp, args.repeat, names, reference)
+    finally:
+        if reference is not None:
+            reference.close()
     print(f"backend={backend.get_default() if args.backend is None else args.backend}, threads={threads or 'all'}, "
-          f"float32, median of {args.repeat}" + ("; ratio = xpcnn / torch (lower is better)" if torch else ""))
+          f"float32, median of {args.repeat}"
+          + ("; ratio = xpcnn / torch (lower is better), median of the rounds' ratios" if torch else ""))
     print(machine(xp) + (f"; torch {_torch_version()}" if torch else ""))
     print(format_table(results))
     return 0

@@ -6,6 +6,8 @@ the input for ReLU-like ops, the output for sigmoid, tanh and the softmaxes.
 
 from __future__ import annotations
 
+import contextlib
+
 from ..backend import get_array_module
 from ._blocks import elementwise, zeros_for
 from ._utils import check_float, check_same
@@ -66,17 +68,11 @@ def leaky_relu_backward(dy, x, negative_slope=0.01):
     return elementwise(kernel, dy, x, out=xp.empty_like(x))
 
 
-def _no_overflow_warning(xp):
-    """A context that silences NumPy's overflow warning (CuPy never warns)."""
-    errstate = getattr(xp, "errstate", None)
-    return (lambda: errstate(over="ignore")) if errstate else None
-
-
 def sigmoid(x):
     """Logistic function ``1 / (1 + exp(-x))``, same shape and dtype as `x`.
 
-    Computed in that form, updated in place in cache-sized blocks (four
-    passes over each block, one over memory): the negative tail keeps its
+    Computed in that form, in place, block by block (four passes over each
+    cache-sized block, one over memory): the negative tail keeps its
     relative precision (``sigmoid(-20)`` is 2.06e-9, not 0), and where
     ``exp(-x)`` overflows to inf (the true result is then subnormal, below
     1.2e-38 in float32) the result is 0, without a warning.
@@ -90,7 +86,9 @@ def sigmoid(x):
         o += 1
         xp.divide(1, o, out=o)  # faster than reciprocal() on NumPy
 
-    return elementwise(kernel, x, out=xp.empty_like(x), context=_no_overflow_warning(xp))
+    errstate = getattr(xp, "errstate", None)  # NumPy warns on overflow; CuPy never does
+    with errstate(over="ignore") if errstate else contextlib.nullcontext():
+        return elementwise(kernel, x, out=xp.empty_like(x))
 
 
 def sigmoid_backward(dy, y):

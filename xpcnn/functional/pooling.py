@@ -3,7 +3,7 @@
 Both loop over the ``KH * KW`` offsets of the window and combine strided
 slices of the (padded) input: one vectorised pass per offset, no window
 buffer, which is the fastest form on NumPy and CuPy alike. On NumPy the
-passes run over cache-sized blocks of whole planes, on several threads.
+passes run over cache-sized blocks of whole planes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import Array, get_array_module, is_device
-from ._blocks import BLOCK_BYTES, PARALLEL_MIN_BYTES, for_blocks
+from ._blocks import BLOCK_BYTES, for_blocks
 from ._utils import check_float, check_ndim, check_same, out_size, pair
 
 
@@ -80,22 +80,19 @@ def _fold_windows(xpad: Array, g: PoolGeometry, op, out: Array) -> None:
 
 
 def _by_planes(fn, g: PoolGeometry, *arrays: Array) -> None:
-    """``fn(*blocks)`` over blocks of whole ``(H, W)`` planes of the NCHW `arrays`.
+    """``fn(*blocks)`` over cache-sized blocks of whole ``(H, W)`` planes of the NCHW `arrays`.
 
     Each array is seen as ``(1, N*C, h, w)`` and cut along the planes: the
     windows of one plane never reach another, so each block is a complete
-    pooling problem, sized for the cache and run on :func:`num_threads`
-    threads (see ``_blocks``). Non-contiguous arrays go whole, in one call.
+    pooling problem whose passes stay in the cache (see ``_blocks``).
+    Device and non-contiguous arrays go whole, in one call.
     """
-    if not all(a.flags.c_contiguous for a in arrays):
+    if is_device(get_array_module(arrays[0])) or not all(a.flags.c_contiguous for a in arrays):
         fn(*arrays)
         return
     planes = [a.reshape(1, g.N * g.C, *a.shape[2:]) for a in arrays]
     plane_bytes = sum(a[0, 0].nbytes for a in planes)
-    total = plane_bytes * g.N * g.C
-    parallel = not is_device(get_array_module(arrays[0])) and total >= PARALLEL_MIN_BYTES
-    block = max(1, BLOCK_BYTES // plane_bytes) if parallel else g.N * g.C
-    for_blocks(lambda lo, hi: fn(*(a[:, lo:hi] for a in planes)), g.N * g.C, block, parallel=parallel)
+    for_blocks(lambda lo, hi: fn(*(a[:, lo:hi] for a in planes)), g.N * g.C, BLOCK_BYTES // plane_bytes)
 
 
 def _check_dy(dy: Array, x: Array, g: PoolGeometry) -> None:
