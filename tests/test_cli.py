@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from xpcnn.cli import main
@@ -33,7 +34,9 @@ def test_bench_prints_every_algorithm_and_autos_pick(capsys):
     out = capsys.readouterr().out
     name = list(SHAPES)[0]
     N, C, H, W, O, K, s, p = SHAPES[name]
-    picked = F.choose_algo(F.conv_geometry((N, C, H, W), (O, C, K, K), s, p))
+    # The trial ran in the bench: the pick it prints is the one "auto" runs now.
+    picked = F.choose_algo(F.conv_geometry((N, C, H, W), (O, C, K, K), s, p), np, np.float32)
+    assert picked in F.conv.CANDIDATES
     for algo in [a for a in F.ALGOS if a != "auto"] + [f"auto={picked}"]:
         assert f"{name}" in out and f" {algo} " in out
     assert "max_pool2d" in out and "relu" in out

@@ -8,3 +8,11 @@ Plain module attributes: set them directly, e.g.
 #: call may allocate beyond its output (an im2col matrix, a padded copy of a
 #: batch chunk). Larger batches are processed in chunks that fit.
 workspace_bytes: int = 256 * 2**20
+
+#: Whether ``conv2d(..., algo="auto")`` times its candidate algorithms on the
+#: first call with each geometry (shapes, stride, padding, dilation, groups),
+#: dtype and device, and then runs the fastest, as cuDNN's benchmark mode.
+#: Algorithms differ in rounding only, so with it a result's last bits may
+#: differ between processes; ``False`` uses a fixed rule
+#: (``xpcnn.functional.rule_algo``) and gives the same bits every run.
+conv_autotune: bool = True

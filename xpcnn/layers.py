@@ -207,8 +207,9 @@ class Conv2D(Layer):
         Where the initial weights come from (see the module docstring).
     dtype : {"float32", "float64"}
         Parameter dtype; inputs must have the same.
-    algo : {"auto", "einsum", "gemm", "shift"}
-        Convolution algorithm for the forward pass.
+    algo : {"auto", "einsum", "gemm", "shift", "rows"}
+        Convolution algorithm for the forward pass (see ``F.conv2d``;
+        ``"auto"`` times the candidates on the first batch of each shape).
 
     Attributes
     ----------

@@ -18,7 +18,7 @@ from .activations import (
     tanh,
     tanh_backward,
 )
-from .conv import ALGOS, choose_algo, conv2d, conv2d_backward, conv_geometry
+from .conv import ALGOS, choose_algo, clear_autotune_cache, conv2d, conv2d_backward, conv_geometry, rule_algo
 from .linear import linear, linear_backward
 from .loss import check_labels, cross_entropy, cross_entropy_backward
 from .pooling import avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward
@@ -29,6 +29,7 @@ __all__ = [
     "avg_pool2d_backward",
     "check_labels",
     "choose_algo",
+    "clear_autotune_cache",
     "conv2d",
     "conv2d_backward",
     "conv_geometry",
@@ -44,6 +45,7 @@ __all__ = [
     "max_pool2d_backward",
     "relu",
     "relu_backward",
+    "rule_algo",
     "sigmoid",
     "sigmoid_backward",
     "softmax",

@@ -20,7 +20,8 @@ the same numbers:
     kernel row, accumulated. Deeper products than ``"shift"``, a third of
     the copying of ``"gemm"`` for 3x3 kernels.
 ``"auto"``
-    Chooses by shape (see :func:`choose_algo`).
+    Times ``"gemm"``, ``"rows"`` and ``"shift"`` on the first call with a
+    geometry and keeps the fastest (see :func:`choose_algo`).
 
 Every algorithm processes the batch in chunks so that its temporary buffers
 stay within ``xpcnn.config.workspace_bytes``.
@@ -29,10 +30,11 @@ stay within ``xpcnn.config.workspace_bytes``.
 from __future__ import annotations
 
 import threading
+import time
 from typing import NamedTuple
 
 from .. import config
-from ..backend import Array, get_array_module, is_device
+from ..backend import Array, get_array_module, is_device, synchronize
 from ._utils import check_float, check_ndim, check_same, out_size, pair
 
 ALGOS = ("auto", "einsum", "gemm", "shift", "rows")
@@ -125,22 +127,75 @@ def _check_arrays(x: Array, w: Array, b: Array | None, O: int) -> None:  # noqa:
             raise ValueError(f"b must have shape ({O},) (one value per output channel), got {tuple(b.shape)}")
 
 
-def choose_algo(g: ConvGeometry, xp=None) -> str:
-    """The algorithm ``algo="auto"`` runs for a convolution of geometry `g` on module `xp`.
+def rule_algo(g: ConvGeometry, xp=None) -> str:
+    """The algorithm a fixed rule picks for geometry `g` on module `xp` (no timing).
 
-    The CPU rule comes from timing every algorithm on the shapes of the
-    README's Performance section (``xpcnn bench`` shows the times and the
-    pick): ``"gemm"`` for strided convolutions (its im2col reads each stride
-    phase once) and for batches with few input channels per group (one
-    GEMM with all taps is deeper than ``"rows"``' per-row GEMMs); ``"rows"``
-    elsewhere. On a GPU, ``"gemm"`` always: one cuBLAS call per chunk and the
-    fewest kernel launches (not yet measured on a GPU here).
+    ``"gemm"`` for strided convolutions (its im2col reads each stride phase
+    once), for batches with few input channels per group (one GEMM with all
+    taps is deeper than ``"rows"``' per-row GEMMs) and on a GPU (one cuBLAS
+    call per chunk, the fewest launches); ``"rows"`` elsewhere. It was fitted
+    on two CPUs and misses by up to 30% on some shapes of each, which is why
+    ``"auto"`` times the candidates instead (``config.conv_autotune``).
     """
     if (xp is not None and is_device(xp)) or max(g.SH, g.SW) > 1:
         return "gemm"
     if g.N > 1 and g.C // g.G <= 4:
         return "gemm"
     return "rows"
+
+
+#: What ``"auto"`` times on first use of a geometry. ``"einsum"`` is left out:
+#: it copies as much as ``"gemm"`` and never came within 2x of the best.
+CANDIDATES = ("gemm", "rows", "shift")
+
+#: Timed calls per candidate in a trial, after one untimed call; the fastest
+#: counts, so one call slowed by another process does not decide.
+TRIAL_ROUNDS = 2
+
+_tuned: dict = {}  # (backend, device, geometry, dtype) -> the trial's winner
+
+
+def _tune_key(g: ConvGeometry, xp, dtype) -> tuple:
+    device = xp.cuda.Device().id if is_device(xp) else None
+    return (xp.__name__, device, tuple(g), str(dtype))
+
+
+def choose_algo(g: ConvGeometry, xp=None, dtype="float32") -> str:
+    """The algorithm ``algo="auto"`` runs for geometry `g` on module `xp`.
+
+    The winner of the trial that timed every algorithm of :data:`CANDIDATES`
+    on the first ``"auto"`` call with this geometry, dtype and device
+    (``config.conv_autotune``, on by default, as cuDNN's benchmark mode);
+    before that trial, or with autotuning off, :func:`rule_algo`'s pick.
+    """
+    if xp is not None and config.conv_autotune:
+        tuned = _tuned.get(_tune_key(g, xp, dtype))
+        if tuned is not None:
+            return tuned
+    return rule_algo(g, xp)
+
+
+def _trial(x: Array, w: Array, g: ConvGeometry, y: Array) -> str:
+    """Time each candidate on the actual arrays (writing `y`) and remember the fastest."""
+    xp = get_array_module(x)
+    best = {}
+    for algo in CANDIDATES:  # untimed: workspaces, plans, CuPy's kernel compilation
+        _FORWARD[algo](x, w, g, y)
+    for _ in range(TRIAL_ROUNDS):
+        for algo in CANDIDATES:
+            synchronize(xp)
+            t0 = time.perf_counter()
+            _FORWARD[algo](x, w, g, y)
+            synchronize(xp)
+            best[algo] = min(best.get(algo, float("inf")), time.perf_counter() - t0)
+    winner = min(best, key=best.get)
+    _tuned[_tune_key(g, xp, x.dtype)] = winner
+    return winner
+
+
+def clear_autotune_cache() -> None:
+    """Forget every trial: the next ``"auto"`` call of each geometry times the candidates again."""
+    _tuned.clear()
 
 
 def _pad(x: Array, g: ConvGeometry) -> Array:
@@ -390,9 +445,11 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
         spacing between kernel taps (>= 1).
     groups : int
         Split input and output channels into `groups` independent convolutions.
-    algo : {"auto", "einsum", "gemm", "shift"}
+    algo : {"auto", "einsum", "gemm", "shift", "rows"}
         Which algorithm computes the result (all give the same numbers up to
-        rounding); ``"auto"`` chooses by shape with :func:`choose_algo`.
+        rounding). ``"auto"`` times the candidates once per geometry, dtype
+        and device and keeps the fastest (see :func:`choose_algo`); the
+        first call with a new geometry therefore runs several times longer.
 
     Returns
     -------
@@ -426,9 +483,11 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
     xp = get_array_module(x)
-    if algo == "auto":
-        algo = choose_algo(g, xp)
     y = xp.empty((g.N, g.O, g.OH, g.OW), dtype=x.dtype)
+    if algo == "auto":
+        if config.conv_autotune and _tune_key(g, xp, x.dtype) not in _tuned:
+            _trial(x, w, g, y)
+        algo = choose_algo(g, xp, x.dtype)
     _FORWARD[algo](x, w, g, y)
     if b is not None:
         y += b.reshape(1, g.O, 1, 1)
