@@ -150,7 +150,7 @@ CANDIDATES = ("gemm", "rows", "shift")
 
 #: Timed calls per candidate in a trial, after one untimed call; the fastest
 #: counts, so one call slowed by another process does not decide.
-TRIAL_ROUNDS = 2
+TRIAL_ROUNDS = 3
 
 _tuned: dict = {}  # (backend, device, geometry, dtype) -> the trial's winner
 
