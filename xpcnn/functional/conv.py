@@ -134,8 +134,9 @@ def rule_algo(g: ConvGeometry, xp=None) -> str:
     once), for batches with few input channels per group (one GEMM with all
     taps is deeper than ``"rows"``' per-row GEMMs) and on a GPU (one cuBLAS
     call per chunk, the fewest launches); ``"rows"`` elsewhere. It was fitted
-    on two CPUs and misses by up to 30% on some shapes of each, which is why
-    ``"auto"`` times the candidates instead (``config.conv_autotune``).
+    on one CPU; on another it picked an algorithm 6-30% slower than the best
+    for one shape, which is why ``"auto"`` times the candidates instead
+    (``config.conv_autotune``).
     """
     if (xp is not None and is_device(xp)) or max(g.SH, g.SW) > 1:
         return "gemm"
@@ -148,7 +149,8 @@ def rule_algo(g: ConvGeometry, xp=None) -> str:
 #: it copies as much as ``"gemm"`` and never came within 2x of the best.
 CANDIDATES = ("gemm", "rows", "shift")
 
-#: Timed calls per candidate in a trial, after one untimed call; the fastest
+#: Timed calls per candidate in a trial, back to back after one untimed call
+#: (as the winner will run: with its own buffers in the caches); the fastest
 #: counts, so one call slowed by another process does not decide.
 TRIAL_ROUNDS = 3
 
@@ -179,11 +181,10 @@ def _trial(x: Array, w: Array, g: ConvGeometry, y: Array) -> str:
     """Time each candidate on the actual arrays (writing `y`) and remember the fastest."""
     xp = get_array_module(x)
     best = {}
-    for algo in CANDIDATES:  # untimed: workspaces, plans, CuPy's kernel compilation
-        _FORWARD[algo](x, w, g, y)
-    for _ in range(TRIAL_ROUNDS):
-        for algo in CANDIDATES:
-            synchronize(xp)
+    for algo in CANDIDATES:
+        _FORWARD[algo](x, w, g, y)  # untimed: workspaces, plans, CuPy's kernel compilation
+        synchronize(xp)
+        for _ in range(TRIAL_ROUNDS):
             t0 = time.perf_counter()
             _FORWARD[algo](x, w, g, y)
             synchronize(xp)
