@@ -162,3 +162,22 @@ def test_zeros_for_is_read_only_and_sized(big):
     with pytest.raises(ValueError):
         z[0] = 1  # shared between calls: must never be written
     assert _blocks.zeros_for(big) == 0  # larger than a block: a scalar
+
+
+def test_transposed_arrays_are_blocked_in_memory_order(big, blocks, monkeypatch):
+    """A transposed input (the tutorial's (H, W, F) maps) is cut in memory order; the output keeps its layout."""
+    hwf = big.transpose(2, 3, 0, 1)
+    calls = []
+    real = _blocks.for_blocks
+
+    def counting(fn, n, block):
+        calls.append(n)
+        return real(fn, n, block)
+
+    monkeypatch.setattr(_blocks, "for_blocks", counting)
+    y = F.relu(hwf)
+    assert calls == [hwf.size]  # blocked, not handed over whole
+    assert y.strides == np.empty_like(hwf).strides
+    np.testing.assert_array_equal(y, np.maximum(hwf, 0))
+    mixed = F.relu_backward(np.ascontiguousarray(hwf), hwf)  # layouts differ: whole, still right
+    np.testing.assert_array_equal(mixed, hwf * (hwf > 0))

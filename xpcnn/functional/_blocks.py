@@ -39,11 +39,20 @@ def elementwise(kernel: Callable, *inputs: Array, out: Array) -> Array:
     """``kernel(*input_blocks, out_block)`` over matching flat blocks; returns `out`.
 
     `kernel` writes ``f(inputs)`` into its last argument, element by element.
-    Inputs must have `out`'s shape. Device arrays, arrays of one block or
-    less and non-contiguous arrays go to `kernel` whole, in one call.
+    Inputs must have `out`'s shape. Arrays laid out alike in memory (all
+    C-contiguous, or all the same transpose of C-contiguous arrays, as
+    ``empty_like`` makes for a transposed input) are cut into blocks in
+    memory order; device arrays, arrays of one block or less and others go
+    to `kernel` whole, in one call.
     """
     arrays = (*inputs, out)
-    if is_device(get_array_module(out)) or out.nbytes <= BLOCK_BYTES or not all(a.flags.c_contiguous for a in arrays):
+    if is_device(get_array_module(out)) or out.nbytes <= BLOCK_BYTES:
+        kernel(*arrays)
+        return out
+    # Element order does not matter here: read every array in out's memory order.
+    axes = sorted(range(out.ndim), key=lambda i: -abs(out.strides[i]))
+    arrays = [a.transpose(axes) for a in arrays]
+    if not all(a.flags.c_contiguous for a in arrays):
         kernel(*arrays)
         return out
     flats = [a.reshape(-1) for a in arrays]
