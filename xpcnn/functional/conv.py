@@ -159,7 +159,7 @@ _tuned: dict = {}  # (backend, device, geometry, dtype) -> the trial's winner
 
 def _tune_key(g: ConvGeometry, xp, dtype) -> tuple:
     device = xp.cuda.Device().id if is_device(xp) else None
-    return (xp.__name__, device, tuple(g), str(dtype))
+    return (xp.__name__, device, tuple(g), xp.dtype(dtype).name)
 
 
 def choose_algo(g: ConvGeometry, xp=None, dtype="float32") -> str:
