@@ -26,17 +26,25 @@ def test_info_lists_the_usable_backends(capsys):
     assert f"usable backends: {', '.join(backend.available())}" in out
 
 
-def test_bench_prints_every_algorithm_and_autos_pick(capsys):
+@pytest.mark.parametrize("autotune", [False, True])
+def test_bench_prints_every_algorithm_and_autos_pick(capsys, monkeypatch, autotune):
+    from xpcnn import config
     from xpcnn import functional as F
     from xpcnn.commands.bench import SHAPES
 
-    assert main(["bench", "--backend", "numpy", "--repeat", "1", "--shapes", "0"]) == 0
+    monkeypatch.setattr(F.conv, "_tuned", {})
+    assert main(["bench", "--backend", "numpy", "--repeat", "1", "--shapes", "2"] + ["--autotune"] * autotune) == 0
+    assert config.conv_autotune is False  # the flag holds for the bench only
     out = capsys.readouterr().out
-    name = list(SHAPES)[0]
+    name = list(SHAPES)[2]
     N, C, H, W, O, K, s, p = SHAPES[name]
-    # The trial ran in the bench: the pick it prints is the one "auto" runs now.
-    picked = F.choose_algo(F.conv_geometry((N, C, H, W), (O, C, K, K), s, p), np, np.float32)
+    g = F.conv_geometry((N, C, H, W), (O, C, K, K), s, p)
+    if autotune:  # the trial ran in the bench and its winner is printed
+        monkeypatch.setattr(config, "conv_autotune", True)
+        assert F.conv._tune_key(g, np, np.float32) in F.conv._tuned
+    picked = F.choose_algo(g, np, np.float32)
     assert picked in F.conv.CANDIDATES
+    assert ("auto timed" if autotune else "auto by rule") in out
     for algo in [a for a in F.ALGOS if a != "auto"] + [f"auto={picked}"]:
         assert f"{name}" in out and f" {algo} " in out
     assert "max_pool2d" in out and "relu" in out

@@ -208,8 +208,7 @@ class Conv2D(Layer):
     dtype : {"float32", "float64"}
         Parameter dtype; inputs must have the same.
     algo : {"auto", "einsum", "gemm", "shift", "rows"}
-        Convolution algorithm for the forward pass (see ``F.conv2d``;
-        ``"auto"`` times the candidates on the first batch of each shape).
+        Convolution algorithm for the forward pass (see ``F.conv2d``).
 
     Attributes
     ----------

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from .. import backend
+from .. import backend, config
 from .. import functional as F
 
 # (N, C, H, W, O, K, stride, padding): the tutorial's chelsea layers, then
@@ -45,6 +45,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all cores)")
     parser.add_argument("--repeat", type=int, default=7, help="timed calls per figure; the median is shown")
     parser.add_argument("--shapes", type=int, nargs="*", default=None, metavar="I", help="indices of the shapes to time")
+    parser.add_argument("--autotune", action="store_true",
+                        help='let algo="auto" time the algorithms once per shape (xpcnn.config.conv_autotune)')
 
 
 def time_once(fn, xp) -> float:
@@ -86,7 +88,7 @@ def _cases(xp, shapes, torch=None):
         g = F.conv_geometry((N, C, H, W), (O, C, K, K), s, p)
         x, w, dy = rand(N, C, H, W), rand(O, C, K, K), rand(N, O, g.OH, g.OW)
         if torch is None:
-            F.conv2d(x, w, stride=s, padding=p)  # the first "auto" call of this geometry: its trial, if on
+            F.conv2d(x, w, stride=s, padding=p)  # the first "auto" call: the trial, with --autotune
             picked = F.choose_algo(g, xp, x.dtype)
             for algo in ALGOS:
                 label = f"auto={picked}" if algo == "auto" else algo
@@ -296,14 +298,17 @@ def run(args) -> int:
     torch = args.against == "torch"
     settle_allocator(np.empty)
     reference = TorchWorker(names, threads) if torch else None
+    saved = config.conv_autotune
     try:
+        config.conv_autotune = args.autotune or saved
         with threadpool_limits(threads):  # None: leave the BLAS threads as they are
             results = measure(xp, args.repeat, names, reference)
     finally:
+        config.conv_autotune = saved
         if reference is not None:
             reference.close()
     print(f"backend={backend.get_default() if args.backend is None else args.backend}, threads={threads or 'all'}, "
-          f"float32, median of {args.repeat}"
+          f"float32, median of {args.repeat}, auto {'timed' if args.autotune or saved else 'by rule'}"
           + ("; ratio = xpcnn / torch (lower is better), median of the rounds' ratios" if torch else ""))
     print(machine(xp) + (f"; torch {_torch_version()}" if torch else ""))
     print(format_table(results))

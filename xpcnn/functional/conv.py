@@ -20,7 +20,8 @@ the same numbers:
     kernel row, accumulated. Deeper products than ``"shift"``, a third of
     the copying of ``"gemm"`` for 3x3 kernels.
 ``"auto"``
-    Times ``"gemm"``, ``"rows"`` and ``"shift"`` on the first call with a
+    Picks by a rule from measurements, or, with ``config.conv_autotune``,
+    times ``"gemm"``, ``"rows"`` and ``"shift"`` on the first call with a
     geometry and keeps the fastest (see :func:`choose_algo`).
 
 Every algorithm processes the batch in chunks so that its temporary buffers
@@ -134,9 +135,8 @@ def rule_algo(g: ConvGeometry, xp=None) -> str:
     once), for batches with few input channels per group (one GEMM with all
     taps is deeper than ``"rows"``' per-row GEMMs) and on a GPU (one cuBLAS
     call per chunk, the fewest launches); ``"rows"`` elsewhere. It was fitted
-    on one CPU; on another it picked an algorithm 6-30% slower than the best
-    for one shape, which is why ``"auto"`` times the candidates instead
-    (``config.conv_autotune``).
+    on one CPU; on another it picked an algorithm 6-18% slower than the best
+    for one shape of six, which ``config.conv_autotune`` avoids by timing.
     """
     if (xp is not None and is_device(xp)) or max(g.SH, g.SW) > 1:
         return "gemm"
@@ -165,10 +165,10 @@ def _tune_key(g: ConvGeometry, xp, dtype) -> tuple:
 def choose_algo(g: ConvGeometry, xp=None, dtype="float32") -> str:
     """The algorithm ``algo="auto"`` runs for geometry `g` on module `xp`.
 
-    The winner of the trial that timed every algorithm of :data:`CANDIDATES`
-    on the first ``"auto"`` call with this geometry, dtype and device
-    (``config.conv_autotune``, on by default, as cuDNN's benchmark mode);
-    before that trial, or with autotuning off, :func:`rule_algo`'s pick.
+    With ``config.conv_autotune`` (off by default, like cuDNN's benchmark
+    mode), the winner of the trial that timed every algorithm of
+    :data:`CANDIDATES` on the first ``"auto"`` call with this geometry, dtype
+    and device; otherwise, or before that trial, :func:`rule_algo`'s pick.
     """
     if xp is not None and config.conv_autotune:
         tuned = _tuned.get(_tune_key(g, xp, dtype))
@@ -448,9 +448,10 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
         Split input and output channels into `groups` independent convolutions.
     algo : {"auto", "einsum", "gemm", "shift", "rows"}
         Which algorithm computes the result (all give the same numbers up to
-        rounding). ``"auto"`` times the candidates once per geometry, dtype
-        and device and keeps the fastest (see :func:`choose_algo`); the
-        first call with a new geometry therefore runs several times longer.
+        rounding). ``"auto"`` picks by shape (:func:`choose_algo`); with
+        ``config.conv_autotune`` it times the candidates on the first call
+        with each geometry, dtype and device, which then takes about 12
+        times as long, and keeps the fastest.
 
     Returns
     -------
