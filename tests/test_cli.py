@@ -79,3 +79,23 @@ def test_python_dash_m_runs_the_same_command():
     assert "usable backends" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "xpcnn", "frobnicate"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_bench_against_torch_takes_turns_with_a_worker(capsys):
+    pytest.importorskip("torch")
+    assert main(["bench", "--against", "torch", "--threads", "1", "--repeat", "2", "--shapes", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio = xpcnn / torch" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ") and ("auto=" in line or "relu" in line)]
+    assert len(rows) == 2
+    for row in rows:  # xpcnn ms, torch ms and the ratio are all numbers
+        xpcnn_ms, torch_ms, ratio = (float(v) for v in row[-3:])
+        assert xpcnn_ms > 0 and torch_ms > 0 and ratio > 0
+
+
+def test_torch_worker_reports_why_it_stopped():
+    from xpcnn.commands.bench import TorchWorker
+
+    # An unknown shape stops the worker before it is ready (or torch is missing): either way, one clear error.
+    with pytest.raises(RuntimeError, match=r"timing PyTorch failed: .*(KeyError|ModuleNotFoundError)"):
+        TorchWorker(["no such shape"], None)

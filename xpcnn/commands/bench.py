@@ -18,6 +18,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -201,16 +202,19 @@ class TorchWorker:
 
     def __init__(self, shapes, threads: int | None):
         code = "import json, sys; from xpcnn.commands.bench import _torch_worker; _torch_worker(*json.loads(sys.argv[1]))"
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: warnings can never fill it up
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, json.dumps([list(shapes), threads])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
         )
         self._read()  # "ready", or the error that stopped it
 
     def _read(self) -> str:
         line = self.proc.stdout.readline()
         if not line:
-            err = self.proc.stderr.read().strip().splitlines()
+            self.proc.wait()
+            self._stderr.seek(0)
+            err = self._stderr.read().strip().splitlines()
             raise RuntimeError(f"timing PyTorch failed: {err[-1] if err else 'its process exited'}")
         return line
 
@@ -223,6 +227,7 @@ class TorchWorker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+        self._stderr.close()
 
 
 def format_table(results) -> str:
