@@ -14,7 +14,7 @@ import pytest
 import scipy.special as sps
 
 from xpcnn import functional as F
-from xpcnn.functional import _blocks, pooling
+from xpcnn.functional import _blocks
 
 # 2 x 32 x 64 x 65 float32 = 1.02 MiB: two default blocks and a short one.
 SHAPE = (2, 32, 64, 65)
@@ -28,7 +28,6 @@ def big(rng):
 
 def _set_block_bytes(monkeypatch, size):
     monkeypatch.setattr(_blocks, "BLOCK_BYTES", size)
-    monkeypatch.setattr(pooling, "BLOCK_BYTES", size)
 
 
 @pytest.fixture(params=[4096, 20000, None], ids=["4KiB", "20000B", "default"])

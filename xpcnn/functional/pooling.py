@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..backend import Array, get_array_module, is_device
-from ._blocks import BLOCK_BYTES, for_blocks
+from . import _blocks
 from ._utils import check_float, check_ndim, check_same, out_size, pair
 
 
@@ -92,7 +92,7 @@ def _by_planes(fn, g: PoolGeometry, *arrays: Array) -> None:
         return
     planes = [a.reshape(1, g.N * g.C, *a.shape[2:]) for a in arrays]
     plane_bytes = sum(a[0, 0].nbytes for a in planes)
-    for_blocks(lambda lo, hi: fn(*(a[:, lo:hi] for a in planes)), g.N * g.C, BLOCK_BYTES // plane_bytes)
+    _blocks.for_blocks(lambda lo, hi: fn(*(a[:, lo:hi] for a in planes)), g.N * g.C, _blocks.BLOCK_BYTES // plane_bytes)
 
 
 def _check_dy(dy: Array, x: Array, g: PoolGeometry) -> None:
