@@ -488,6 +488,8 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
     y = xp.empty((g.N, g.O, g.OH, g.OW), dtype=x.dtype)
     if algo == "auto":
         if config.conv_autotune and _tune_key(g, xp, x.dtype) not in _tuned:
+            # The trial leaves the last candidate's result in y; the winner runs
+            # once more below, so the first call rounds exactly as later ones.
             _trial(x, w, g, y)
         algo = choose_algo(g, xp, x.dtype)
     _FORWARD[algo](x, w, g, y)
