@@ -36,7 +36,7 @@ class DigitsTrainStep:
 
     def setup(self, name):
         self.xp = xp_or_skip(name)
-        from xpcnn.commands.train import digits_cnn
+        from xpcnn.models import digits_cnn
         from xpcnn.losses import SoftmaxCrossEntropy
         from xpcnn.optim import Adam
 

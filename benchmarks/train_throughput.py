@@ -7,7 +7,7 @@ Usage (from the repository root)::
 
 One training step is what ``Sequential.fit`` does per batch: forward with
 caches, softmax cross-entropy, backward, an Adam step. The network is
-``xpcnn.commands.train.lenet5`` (61,706 parameters; 28x28 inputs, random
+``xpcnn.models.lenet5`` (61,706 parameters; 28x28 inputs, random
 data); PyTorch gets the same layers with the same initial weights. Each
 repeat times `--steps` consecutive steps; the figure is the median over
 `--repeat` repeats after a warm-up, in samples per second. Both libraries
@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from xpcnn import backend
-from xpcnn.commands.train import lenet5
+from xpcnn.models import lenet5
 from xpcnn.losses import SoftmaxCrossEntropy
 from xpcnn.optim import Adam
 

@@ -14,7 +14,6 @@ import pytest
 
 from xpcnn import backend
 from xpcnn.cli import main
-from xpcnn.commands.train import lenet5
 from xpcnn.model import Sequential
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -150,11 +149,3 @@ def test_train_cupy_where_unavailable_is_one_line(capsys, tmp_path):
         pytest.skip("CuPy is usable here: --backend cupy is not a mistake")
     _one_line_error(capsys, ["train", "--backend", "cupy", "--out", str(tmp_path / "m.npz"), "--no-plot"],
                     "backend 'cupy' is unavailable")
-
-
-def test_lenet5_shapes():
-    model = lenet5(seed=0)
-    assert model.output_shape() == (10,)
-    assert model.num_params() == 61706
-    with pytest.raises(ValueError, match="input_size >= 12"):
-        lenet5(input_size=8)

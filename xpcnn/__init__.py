@@ -5,7 +5,7 @@ get_array_module(x)`` from its input. ``import xpcnn`` imports neither CuPy
 nor any plotting, progress-bar or dataset library.
 """
 
-from . import backend, config, data, functional, layers, losses, model, optim
+from . import backend, config, data, functional, layers, losses, model, models, optim
 from .backend import BackendUnavailableError
 from .layers import (
     AvgPool2D,
@@ -51,6 +51,7 @@ __all__ = [
     "layers",
     "losses",
     "model",
+    "models",
     "optim",
     "__version__",
 ]

@@ -10,10 +10,10 @@ Examples
 
 The networks (``--dataset`` picks one):
 
-digits (8x8, :func:`digits_cnn`)
+digits (8x8, :func:`xpcnn.models.digits_cnn`)
     Conv(1->16, 3x3, pad 1)-ReLU-Conv(16->32, 3x3, pad 1)-ReLU-MaxPool 2-
     Flatten-Dense(512->64)-ReLU-Dense(64->10): 38,282 parameters.
-mnist (28x28, :func:`lenet5`)
+mnist (28x28, :func:`xpcnn.models.mnist_default`)
     LeNet-5 with ReLU and max pooling: Conv(1->6, 5x5, pad 2)-ReLU-MaxPool 2-
     Conv(6->16, 5x5)-ReLU-MaxPool 2-Flatten-Dense(400->120)-ReLU-
     Dense(120->84)-ReLU-Dense(84->10): 61,706 parameters.
@@ -33,61 +33,8 @@ import os
 import time
 
 from .. import backend
-from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
-from ..model import Sequential
+from ..models import RECIPES
 from ..optim import SGD, Adam
-
-#: Settings of ``xpcnn train`` per data set, used where an option is not given.
-DEFAULTS = {
-    "digits": {"epochs": 20, "lr": {"adam": 2e-3, "sgd": 0.05}},
-    "mnist": {"epochs": 3, "lr": {"adam": 1e-3, "sgd": 0.05}},
-}
-
-
-def digits_cnn(seed=None) -> Sequential:
-    """The CNN ``xpcnn train`` uses for the 8x8 digits (per-sample input ``(1, 8, 8)``).
-
-    Parameters
-    ----------
-    seed : int, generator or None
-        Seeds all the weights (one generator shared by the layers).
-    """
-    rng = seed if hasattr(seed, "random") else backend.module().random.default_rng(seed)
-    return Sequential(
-        Conv2D(1, 16, 3, padding=1, seed=rng), ReLU(),
-        Conv2D(16, 32, 3, padding=1, seed=rng), ReLU(),
-        MaxPool2D(2), Flatten(),
-        Dense(32 * 4 * 4, 64, seed=rng), ReLU(),
-        Dense(64, 10, seed=rng),
-        input_shape=(1, 8, 8),
-    )
-
-
-def lenet5(seed=None, input_size: int = 28, classes: int = 10) -> Sequential:
-    """LeNet-5 with ReLU and max pooling, for ``input_size`` x ``input_size`` gray images.
-
-    Parameters
-    ----------
-    seed : int, generator or None
-        Seeds all the weights.
-    input_size : int, default 28
-        Height and width of the input; at least 12.
-    classes : int, default 10
-    """
-    rng = seed if hasattr(seed, "random") else backend.module().random.default_rng(seed)
-    side = ((input_size // 2) - 4) // 2
-    if side < 1:
-        raise ValueError(f"lenet5 needs input_size >= 12, got {input_size}")
-    return Sequential(
-        Conv2D(1, 6, 5, padding=2, seed=rng), ReLU(), MaxPool2D(2),
-        Conv2D(6, 16, 5, seed=rng), ReLU(), MaxPool2D(2),
-        Flatten(),
-        Dense(16 * side * side, 120, seed=rng), ReLU(),
-        Dense(120, 84, seed=rng), ReLU(),
-        Dense(84, classes, seed=rng),
-        input_shape=(1, input_size, input_size),
-    )
-
 
 def load_dataset(name: str, data_dir: str | None):
     """``(x_train, y_train), (x_test, y_test)`` of ``digits`` or ``mnist`` (host arrays)."""
@@ -140,12 +87,12 @@ def need_matplotlib(option: str) -> None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--dataset", choices=sorted(DEFAULTS), default="digits",
+    parser.add_argument("--dataset", choices=sorted(RECIPES), default="digits",
                         help="digits: scikit-learn's 8x8 digits (bundled); mnist: IDX files in --data-dir")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST IDX files (raw or .gz)")
     parser.add_argument("--epochs", type=positive_int, metavar="N",
                         help="passes over the training set (default: 20 for digits, 3 for mnist)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="samples per step (default 32)")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N", help="samples per step (default 32)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="default adam")
     parser.add_argument("--lr", type=positive_float, metavar="LR",
                         help="learning rate (default: adam 2e-3 for digits, 1e-3 for mnist; sgd 0.05)")
@@ -172,22 +119,23 @@ def run(args) -> int:
 
         raise UsageError(f"xpcnn train: --momentum must be in [0, 1), got {args.momentum}")
     name = args.backend or backend.get_default()
-    defaults = DEFAULTS[args.dataset]
-    epochs = args.epochs or defaults["epochs"]
-    lr = args.lr or defaults["lr"][args.optimizer]
+    recipe = RECIPES[args.dataset]
+    epochs = args.epochs or recipe["epochs"]
+    batch_size = args.batch_size or recipe["batch_size"]
+    lr = args.lr or recipe["lr"][args.optimizer]
     with backend.use(name):
         t_start = time.perf_counter()
         (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.data_dir)
         if args.dataset == "digits":
-            model = digits_cnn(args.seed)
+            model = recipe["model"](args.seed)
         else:
-            model = lenet5(args.seed, input_size=x_train.shape[-1])
+            model = recipe["model"](args.seed, input_size=x_train.shape[-1])
         optimizer = Adam(lr) if args.optimizer == "adam" else SGD(lr, momentum=args.momentum)
         print(model.summary())
         print(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test samples; backend {name}; "
-              f"{optimizer!r}; {epochs} epochs of batch {args.batch_size}")
+              f"{optimizer!r}; {epochs} epochs of batch {batch_size}")
         t_fit = time.perf_counter()
-        history = model.fit(x_train, y_train, epochs=epochs, batch_size=args.batch_size, optimizer=optimizer,
+        history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                             validation_data=(x_test, y_test), seed=args.seed, progress=not args.no_progress)
         backend.synchronize(backend.module(name))
         fit_seconds = time.perf_counter() - t_fit
