@@ -3,7 +3,7 @@
 (a) Compute code (functional, layers, model, losses, optim, tutorial) never
     names numpy or cupy: it takes ``xp = get_array_module(x)``.
 (b) ``import xpcnn`` (and xpcnn.functional, xpcnn.data) imports neither CuPy
-    nor any plotting, image, ML or progress-bar library.
+    nor any plotting, image, ML, progress-bar or Dask library.
 """
 
 import ast
@@ -117,7 +117,7 @@ def test_import_xpcnn_is_light():
         "    if importlib.util.find_spec(name) is not None:\n"
         "        importlib.import_module(name)\n"
         "assert 'xpcnn.functional' in sys.modules\n"
-        "bad = [m for m in ('cupy', 'matplotlib', 'skimage', 'tqdm', 'sklearn') if m in sys.modules]\n"
+        "bad = [m for m in ('cupy', 'matplotlib', 'skimage', 'tqdm', 'sklearn', 'dask', 'distributed', 'zarr') if m in sys.modules]\n"
         "print(bad)\n"
     )
     env = dict(os.environ)

@@ -31,7 +31,7 @@ import zipfile
 import zlib
 from typing import Any
 
-from . import backend, data
+from . import backend, data, scaleout
 from .backend import Array, get_array_module
 from .functional import check_labels
 from .layers import REGISTRY, Conv2D, Layer
@@ -295,7 +295,9 @@ class Sequential:
         Parameters
         ----------
         x : array, shape (N, ...) float
-            Inputs; moved to the model's backend and dtype.
+            Inputs; moved to the model's backend and dtype. A
+            ``dask.array.Array`` gives a lazy Dask array of the outputs
+            instead (see :func:`xpcnn.scaleout.predict`; ``dask`` extra).
         batch_size : int, default 256
 
         Returns
@@ -310,6 +312,8 @@ class Sequential:
             If `x` does not fit the layers (the message names the expected
             and the actual shape) or `batch_size` < 1.
         """
+        if scaleout.is_dask_array(x):
+            return scaleout.predict(self, x, batch_size=batch_size)
         batch_size = _int_arg(batch_size, "batch_size", 1)
         x = self._inputs(x)
         xp = get_array_module(x)
