@@ -1,7 +1,9 @@
 """Shared fixtures: every backend test runs once per backend.
 
-The CuPy lane runs wherever CuPy imports and a CUDA device is present; on
-other machines its cases are reported as skipped, with the reason.
+The CuPy lane runs wherever CuPy imports and a CUDA device is present, and on
+any machine with ``XPCNN_TEST_FAKE_CUPY=1``: then the CPU stand-in
+``xpcnn.testing.fakecupy`` is installed as ``cupy`` before xpcnn first looks
+for CuPy. Elsewhere the lane's cases are reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ import pytest
 
 # Plots in tests never open a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+FAKE_CUPY = os.environ.get("XPCNN_TEST_FAKE_CUPY", "") not in ("", "0")
+if FAKE_CUPY:
+    from xpcnn.testing import fakecupy
+
+    fakecupy.install()
 
 from xpcnn import backend  # noqa: E402
 
