@@ -19,6 +19,7 @@ os.environ.pop("XPCNN_BACKEND", None)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import xpcnn  # noqa: E402
+from sphinx_gallery.sorting import ExplicitOrder  # noqa: E402
 
 project = "xpcnn"
 author = "the xpcnn developers"
@@ -58,7 +59,15 @@ sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
-    "within_subsection_order": "FileNameSortKey",
+    # From the tutorial to training and beyond; scripts not listed come last.
+    "within_subsection_order": ExplicitOrder([
+        "plot_tutorial_chelsea.py",
+        "plot_conv_algorithms.py",
+        "plot_train_digits.py",
+        "plot_sklearn_grid_search.py",
+        "plot_dask_predict.py",
+        "*",
+    ]),
     "download_all_examples": False,
     "remove_config_comments": True,
     "matplotlib_animations": False,
