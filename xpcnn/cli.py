@@ -1,4 +1,4 @@
-"""The ``xpcnn`` command: ``demo``, ``train``, ``evaluate``, ``bench``, ``info``.
+"""The ``xpcnn`` command: ``demo``, ``train``, ``evaluate``, ``bench``, ``predict``, ``info``.
 
 Each subcommand lives in ``xpcnn/commands/<name>.py`` with two functions,
 ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when
@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("xpcnn.commands.train", "train a CNN on digits or MNIST and save it"),
     "evaluate": ("xpcnn.commands.evaluate", "evaluate a saved model: accuracy and confusion matrix"),
     "bench": ("xpcnn.commands.bench", "time each conv algorithm per shape (and PyTorch, if installed)"),
+    "predict": ("xpcnn.commands.predict", "apply a saved model to a large .npy or zarr image array on Dask"),
     "info": ("xpcnn.commands.info", "versions and the backends usable here"),
 }
 
