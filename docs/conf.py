@@ -45,7 +45,6 @@ templates_path = ["_templates"]
 autosummary_generate = True
 autosummary_ignore_module_all = False  # a module's __all__ is its public API
 autodoc_typehints = "none"  # the numpydoc sections already give the types
-autodoc_default_options = {"members": False}
 numpydoc_show_class_members = False  # the class template lists them instead
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
