@@ -98,7 +98,7 @@ def test_explicit_algo_never_tunes(xp, rng, counted):
     calls, _ = counted
     x, w = _arrays(xp, rng)
     F.conv2d(x, w, algo="shift")
-    assert calls == {"gemm": 0, "rows": 0, "shift": 1}
+    assert calls == {**dict.fromkeys(conv.CANDIDATES, 0), "shift": 1}
     assert not conv._tuned
 
 
@@ -109,4 +109,5 @@ def test_rule_picks_gemm_for_strides_and_few_channels():
     assert F.rule_algo(g(16, stride=2)) == "gemm"
     assert F.rule_algo(g(3)) == "gemm"
     assert F.rule_algo(g(16)) == "rows"
-    assert F.rule_algo(g(3, N=1)) == "rows"
+    assert F.rule_algo(g(3, N=1)) == "tiles"
+    assert F.rule_algo(g(16, N=1)) == "tiles"

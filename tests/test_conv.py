@@ -80,6 +80,8 @@ CASES = [
     ((1, 16, 8, 7), (2, 16, 3, 2), 1, (0, 1), (2, 3), 1),  # many channels, dilation
     ((1, 16, 8, 8), (3, 16, 2, 2), 2, 1, 1, 1),  # many channels, stride 2
     ((1, 3, 1, 9), (2, 3, 1, 3), 1, 0, 1, 1),  # a single row
+    ((2, 8, 6, 6), (3, 8, 3, 3), 1, 2, 1, 1),  # many channels, padding 2: dx is a convolution without padding
+    ((1, 8, 5, 5), (3, 8, 1, 1), 1, 1, 1, 1),  # padding beyond a 1x1 kernel: dx is not a convolution
 ]
 CASE_IDS = [f"x{c[0]}-w{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}-g{c[5]}".replace(" ", "") for c in CASES]
 
