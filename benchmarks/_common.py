@@ -9,7 +9,7 @@ calls return as soon as the kernels are queued.
 import numpy as np
 
 from xpcnn import backend
-from xpcnn.commands.bench import SHAPES  # noqa: F401 -- (N, C, H, W, O, K, stride, padding), as in the README
+from xpcnn.commands.bench import SHAPES  # noqa: F401 -- (N, C, H, W, O, K, stride, padding), as in docs/guide/performance.md
 
 BACKENDS = ["numpy", "cupy"]
 

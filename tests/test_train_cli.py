@@ -45,7 +45,7 @@ def test_train_writes_model_and_curves(trained, capsys):
     assert out.is_file() and plot.read_bytes().startswith(PNG)
     assert "test accuracy:" in stdout and "time:" in stdout and "Total params: 38,282" in stdout
     accuracy = float(stdout.split("test accuracy:")[1].split("%")[0]) / 100
-    assert accuracy > 0.5  # one epoch already learns a lot; the full default run is measured in the README
+    assert accuracy > 0.5  # one epoch already learns a lot; the full default run is measured in docs/guide/training.md
     model = Sequential.load(out)
     assert model.input_shape == (1, 8, 8)
 

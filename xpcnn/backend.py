@@ -83,6 +83,12 @@ def available() -> list[str]:
     list of str
         Always starts with ``"numpy"``; ``"cupy"`` is added only when CuPy
         imports *and* a CUDA device is present.
+
+    Examples
+    --------
+    >>> from xpcnn import backend
+    >>> backend.available()[0]
+    'numpy'
     """
     return ["numpy", "cupy"] if _probe_cupy() is not None else ["numpy"]
 
@@ -115,6 +121,16 @@ def module(name: str | None = None) -> ModuleType:
         If `name` is not a known backend.
     BackendUnavailableError
         If ``"cupy"`` is asked for and CuPy or a CUDA device is missing.
+
+    Examples
+    --------
+    >>> from xpcnn import backend
+    >>> backend.module("numpy").__name__
+    'numpy'
+    >>> backend.module("jax")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown backend 'jax'; expected one of numpy, cupy
     """
     key = get_default() if name is None else _check_name(name)
     if key == "numpy":
@@ -158,6 +174,13 @@ def set_default(name: str) -> None:
         If `name` is not ``"numpy"`` or ``"cupy"``.
     BackendUnavailableError
         At once, if the backend cannot be used here.
+
+    Examples
+    --------
+    >>> from xpcnn import backend
+    >>> backend.set_default("numpy")
+    >>> backend.get_default()
+    'numpy'
     """
     global _default
     key = _check_name(name)
@@ -195,6 +218,14 @@ def get_array_module(*arrays: Any) -> ModuleType:
 
     Works when CuPy is not installed (then it is always ``numpy``) and never
     imports CuPy itself: if an argument is a CuPy array, CuPy is loaded already.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.backend import get_array_module
+    >>> xp = get_array_module(np.zeros(3))
+    >>> xp.__name__
+    'numpy'
     """
     cupy = sys.modules.get("cupy")
     if cupy is not None:
@@ -222,6 +253,15 @@ def asarray(x: Any, backend: str | None = None, dtype: Any = None) -> Array:
     ------
     ValueError, BackendUnavailableError
         As :func:`module`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import backend
+    >>> backend.asarray([1, 2], "numpy", dtype="float32")
+    array([1., 2.], dtype=float32)
+    >>> backend.asarray(np.ones(2), "cupy")  # a cupy.ndarray; needs a GPU  # doctest: +SKIP
+    array([1., 1.])
     """
     xp = module(backend)
     if xp is numpy:
@@ -230,7 +270,16 @@ def asarray(x: Any, backend: str | None = None, dtype: Any = None) -> Array:
 
 
 def to_numpy(x: Any) -> numpy.ndarray:
-    """Copy `x` to the host as a ``numpy.ndarray`` (no copy if it is one already)."""
+    """Copy `x` to the host as a ``numpy.ndarray`` (no copy if it is one already).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import backend
+    >>> a = np.arange(3)
+    >>> backend.to_numpy(a) is a
+    True
+    """
     if get_array_module(x) is not numpy:
         return x.get()
     return numpy.asarray(x)

@@ -1,7 +1,13 @@
 """Global settings of xpcnn.
 
-Plain module attributes: set them directly, e.g.
-``xpcnn.config.workspace_bytes = 64 * 2**20``.
+Plain module attributes: set them directly.
+
+Examples
+--------
+>>> from xpcnn import config
+>>> config.workspace_bytes // 2**20  # MiB
+256
+>>> config.workspace_bytes = 64 * 2**20  # smaller chunks of the batch, less memory
 """
 
 #: Upper bound, in bytes, on the temporary buffers one convolution or pooling

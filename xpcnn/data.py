@@ -79,6 +79,15 @@ def load_digits(test_size=0.25, seed=0):
         If ``test_size`` is not a number strictly between 0 and 1.
     ModuleNotFoundError
         If scikit-learn is not installed.
+
+    Examples
+    --------
+    >>> from xpcnn.data import load_digits
+    >>> (x_train, y_train), (x_test, y_test) = load_digits()
+    >>> x_train.shape, x_train.dtype, y_test.shape, y_test.dtype
+    ((1347, 1, 8, 8), dtype('float32'), (450,), dtype('int64'))
+    >>> float(x_train.min()), float(x_train.max())
+    (0.0, 1.0)
     """
     # bool is an int subclass; True would silently mean "1 sample" in sklearn.
     if (not isinstance(test_size, numbers.Real) or isinstance(test_size, bool)
@@ -155,6 +164,18 @@ def read_idx(file):
         code, zero dimensions, short header), if the payload is not exactly
         ``prod(dims) * itemsize`` bytes (message names the file and the
         expected and actual byte counts), or if the gzip stream is corrupt.
+
+    Examples
+    --------
+    A 2 x 3 uint8 array: two zero bytes, the type code 0x08, two dimensions,
+    each a big-endian int32, then the data.
+
+    >>> import io
+    >>> from xpcnn.data import read_idx
+    >>> header = bytes([0, 0, 0x08, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    >>> read_idx(io.BytesIO(header + bytes(range(6))))
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
     """
     data, name = _read_all(file)
     if len(data) < 4:
@@ -328,6 +349,16 @@ def iterate_minibatches(x, y, batch_size, shuffle=True, seed=None):
         If ``batch_size`` is not an integer.
     ValueError
         If ``batch_size < 1`` or ``len(x) != len(y)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.data import iterate_minibatches
+    >>> x, y = np.arange(5.0), np.arange(5)
+    >>> [yb.tolist() for _, yb in iterate_minibatches(x, y, 2, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+    >>> sorted(int(v) for _, yb in iterate_minibatches(x, y, 2, seed=0) for v in yb)
+    [0, 1, 2, 3, 4]
     """
     if isinstance(batch_size, bool):
         raise TypeError(f"batch_size must be an int, got {batch_size!r}")

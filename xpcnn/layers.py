@@ -124,6 +124,21 @@ class Layer:
 
     Subclasses override :meth:`forward`, :meth:`backward` and, when they
     change the shape, :meth:`output_shape`.
+
+    Examples
+    --------
+    A layer without parameters: it keeps what its backward needs only when
+    training.
+
+    >>> import numpy as np
+    >>> from xpcnn.layers import Layer
+    >>> class Double(Layer):
+    ...     def forward(self, x, training=False):
+    ...         return 2 * x
+    ...     def backward(self, dy):
+    ...         return 2 * dy
+    >>> Double().forward(np.array([1.0, 2.0]))
+    array([2., 4.])
     """
 
     def __init__(self) -> None:
@@ -221,6 +236,17 @@ class Conv2D(Layer):
     TypeError, ValueError
         For non-integer or non-positive sizes, groups that do not divide the
         channels, an unknown init, dtype or algo.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import Conv2D
+    >>> conv = Conv2D(3, 8, 3, padding=1, seed=0)
+    >>> conv.params["weight"].shape, conv.params["bias"].shape, conv.params["weight"].dtype
+    ((8, 3, 3, 3), (8,), dtype('float32'))
+    >>> x = np.zeros((2, 3, 32, 32), dtype=np.float32)
+    >>> conv.forward(x).shape, conv.output_shape((3, 32, 32))
+    ((2, 8, 32, 32), (8, 32, 32))
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -319,6 +345,16 @@ class Dense(Layer):
     -----
     The input must be 2-D ``(N, in_features)``; put a :class:`Flatten` after
     convolutions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import Dense
+    >>> dense = Dense(4, 2, seed=0)
+    >>> dense.params["weight"] = np.array([[1, 1, 1, 1], [1, 0, 0, -1]], dtype=np.float32)
+    >>> dense.params["bias"] = np.array([0.5, 0.0], dtype=np.float32)
+    >>> dense.forward(np.array([[1, 2, 3, 4]], dtype=np.float32))
+    array([[10.5, -3. ]], dtype=float32)
     """
 
     def __init__(self, in_features, out_features, bias=True, *, init="he", seed=None, dtype="float32"):
@@ -413,6 +449,16 @@ class MaxPool2D(_Pool2D):
         Defaults to `kernel_size`.
     padding : int or (int, int)
         ``-inf`` padding, at most ``kernel_size // 2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import MaxPool2D
+    >>> MaxPool2D(2).forward(np.arange(16.0).reshape(1, 1, 4, 4))[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    >>> MaxPool2D(2).output_shape((16, 7, 7))  # floor mode
+    (16, 3, 3)
     """
 
     def forward(self, x, training=False):
@@ -429,6 +475,14 @@ class AvgPool2D(_Pool2D):
     """Average pooling (``torch.nn.AvgPool2d``, floor mode, padded zeros counted).
 
     Parameters as :class:`MaxPool2D`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import AvgPool2D
+    >>> AvgPool2D(2).forward(np.arange(16.0).reshape(1, 1, 4, 4))[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
     """
 
     def forward(self, x, training=False):
@@ -447,7 +501,18 @@ class AvgPool2D(_Pool2D):
 
 
 class ReLU(Layer):
-    """``max(x, 0)``; the gradient at 0 is 0, as in PyTorch."""
+    """``max(x, 0)``; the gradient at 0 is 0, as in PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import ReLU
+    >>> relu = ReLU()
+    >>> relu.forward(np.array([-1.0, 0.0, 3.0]), training=True)  # keeps x for backward
+    array([0., 0., 3.])
+    >>> relu.backward(np.array([5.0, 5.0, 5.0]))
+    array([0., 0., 5.])
+    """
 
     def forward(self, x, training=False):
         self._keep(training, x)
@@ -463,6 +528,13 @@ class LeakyReLU(Layer):
     Parameters
     ----------
     negative_slope : float, default 0.01
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import LeakyReLU
+    >>> LeakyReLU(0.1).forward(np.array([-10.0, 10.0]))
+    array([-1., 10.])
     """
 
     def __init__(self, negative_slope=0.01):
@@ -483,7 +555,16 @@ class LeakyReLU(Layer):
 
 
 class Sigmoid(Layer):
-    """Logistic function; its backward uses the cached output."""
+    """Logistic function; its backward uses the cached output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import Sigmoid
+    >>> s = Sigmoid()
+    >>> s.forward(np.array([0.0]), training=True), s.backward(np.array([1.0]))
+    (array([0.5]), array([0.25]))
+    """
 
     def forward(self, x, training=False):
         y = F.sigmoid(x)
@@ -495,7 +576,16 @@ class Sigmoid(Layer):
 
 
 class Tanh(Layer):
-    """Hyperbolic tangent; its backward uses the cached output."""
+    """Hyperbolic tangent; its backward uses the cached output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import Tanh
+    >>> t = Tanh()
+    >>> t.forward(np.array([0.0]), training=True), t.backward(np.array([1.0]))
+    (array([0.]), array([1.]))
+    """
 
     def forward(self, x, training=False):
         y = F.tanh(x)
@@ -507,7 +597,15 @@ class Tanh(Layer):
 
 
 class Flatten(Layer):
-    """``(N, d1, d2, ...) -> (N, d1 * d2 * ...)`` (a view when the input is contiguous)."""
+    """``(N, d1, d2, ...) -> (N, d1 * d2 * ...)`` (a view when the input is contiguous).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import Flatten
+    >>> Flatten().forward(np.zeros((2, 32, 4, 4))).shape, Flatten().output_shape((32, 4, 4))
+    ((2, 512), (512,))
+    """
 
     def forward(self, x, training=False):
         if x.ndim < 1:
@@ -536,6 +634,18 @@ class Dropout(Layer):
         Source of the masks. An int gives the same sequence of masks on a
         backend; the generator is created on the input's backend at the
         first training forward.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import Dropout
+    >>> drop = Dropout(0.5, seed=0)
+    >>> x = np.ones(1000)
+    >>> drop.forward(x) is x  # inference: the identity
+    True
+    >>> y = drop.forward(x, training=True)
+    >>> sorted(set(y.tolist()))  # dropped, or scaled by 1 / (1 - p)
+    [0.0, 2.0]
     """
 
     def __init__(self, p=0.5, *, seed=None):
@@ -608,6 +718,17 @@ class BatchNorm2D(Layer):
     ValueError
         In training, if a channel has a single value (``N * H * W == 1``),
         like PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.layers import BatchNorm2D
+    >>> bn = BatchNorm2D(1, dtype="float64")
+    >>> x = np.array([1.0, 3.0]).reshape(2, 1, 1, 1)  # batch mean 2, variance 1
+    >>> bn.forward(x, training=True).ravel().round(4)
+    array([-1.,  1.])
+    >>> bn.buffers["running_mean"], bn.buffers["running_var"]  # 0.9 * old + 0.1 * batch (unbiased var 2)
+    (array([0.2]), array([1.1]))
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, *, dtype="float32"):

@@ -105,6 +105,16 @@ class MSELoss(Loss):
 
     ``loss(output, target) = mean((output - target) ** 2)``; `target` must
     have the shape, dtype and backend of `output`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import MSELoss
+    >>> loss = MSELoss()
+    >>> float(loss(np.array([1.0, 2.0]), np.array([1.0, 4.0])))
+    2.0
+    >>> loss.backward()  # 2 * (output - target) / size
+    array([ 0., -2.])
     """
 
     def __call__(self, output, target, *, check_range=True):

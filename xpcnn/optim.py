@@ -121,6 +121,21 @@ class SGD(Optimizer):
     TypeError, ValueError
         For a non-number or negative hyperparameter, or Nesterov without
         momentum or with dampening.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import SGD, Dense
+    >>> layer = Dense(2, 1, bias=False, dtype="float64")
+    >>> layer.params["weight"] = np.array([[1.0, 2.0]])
+    >>> layer.grads["weight"] = np.array([[0.5, -1.0]])  # as backward leaves it
+    >>> opt = SGD(lr=0.1, momentum=0.9)
+    >>> opt.step([layer])
+    >>> layer.params["weight"]  # p - lr * g
+    array([[0.95, 2.1 ]])
+    >>> opt.step([layer])  # the momentum buffer is now 0.9 * g + g
+    >>> layer.params["weight"]
+    array([[0.855, 2.29 ]])
     """
 
     def __init__(self, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
@@ -168,6 +183,20 @@ class Adam(Optimizer):
     eps : float, default 1e-8
     weight_decay : float, default 0
         L2 penalty added to the gradient.
+
+    Examples
+    --------
+    Adam's first step moves every weight by about `lr`, whatever the size of
+    its gradient:
+
+    >>> import numpy as np
+    >>> from xpcnn import Adam, Dense
+    >>> layer = Dense(2, 1, bias=False, dtype="float64")
+    >>> layer.params["weight"] = np.array([[1.0, 2.0]])
+    >>> layer.grads["weight"] = np.array([[0.5, -300.0]])
+    >>> Adam(lr=0.01).step([layer])
+    >>> layer.params["weight"].round(6)
+    array([[0.99, 2.01]])
     """
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):

@@ -52,6 +52,13 @@ def plot_history(history: dict, path: str | os.PathLike, title: str | None = Non
         If `history` has no ``"loss"`` entry or the lists are empty.
     ModuleNotFoundError
         If matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from xpcnn.plots import plot_history
+    >>> history = {"loss": [0.9, 0.4, 0.2], "accuracy": [0.7, 0.9, 0.95]}
+    >>> plot_history(history, "curves.png")
+    'curves.png'
     """
     if not history.get("loss"):
         raise ValueError(f"history must contain a non-empty 'loss' list, got keys {sorted(history)}")
@@ -103,6 +110,12 @@ def plot_confusion(matrix, path: str | os.PathLike, labels=None, title: str | No
         If `matrix` is not square or `labels` has the wrong length.
     ModuleNotFoundError
         If matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from xpcnn.plots import plot_confusion
+    >>> plot_confusion([[5, 1], [0, 4]], "confusion.png", labels=["cat", "dog"])
+    'confusion.png'
     """
     m = np.asarray(matrix)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:

@@ -180,6 +180,14 @@ def relu(feature_map: Any) -> Array:
     Notes
     -----
     Same numbers as the tutorial's ``relu``, without its three nested loops.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.tutorial import relu
+    >>> relu(np.array([[-1, 2], [3, -4]]))  # integers become float64
+    array([[0., 2.],
+           [3., 0.]])
     """
     xp = get_array_module(feature_map)
     return F.relu(_as_float(feature_map, xp))
@@ -224,6 +232,18 @@ def pooling(feature_map: Any, size: int = 2, stride: int = 2) -> Array:
     *all* maps at once, so every pooled map equals the others. Here every
     window that fits is pooled, each map separately, as
     :func:`xpcnn.functional.max_pool2d` (and PyTorch's ``max_pool2d``) does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.tutorial import pooling
+    >>> fm = np.arange(25.0).reshape(5, 5)
+    >>> pooling(fm, size=2, stride=2)  # floor mode: the last row and column fit no window
+    array([[ 6.,  8.],
+           [16., 18.]])
+    >>> pooling(np.stack([fm, 100 - fm], axis=-1), 2, 2)[:, :, 1]  # each map on its own
+    array([[100.,  98.],
+           [ 90.,  88.]])
     """
     size = _check_size(size, "size")
     stride = _check_size(stride, "stride")
@@ -284,6 +304,16 @@ def pipeline(img: Any, filter_banks: Sequence[Any], *, size: int = 2, stride: in
     ValueError, TypeError
         As :func:`conv` and :func:`pooling`, at the first layer whose shapes
         do not fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.tutorial import pipeline
+    >>> img = np.random.default_rng(0).random((32, 40))
+    >>> banks = [np.ones((2, 3, 3)), np.ones((1, 5, 5, 2))]
+    >>> [(s.layer, s.stage, s.output.shape) for s in pipeline(img, banks)]  # doctest: +NORMALIZE_WHITESPACE
+    [(1, 'conv', (30, 38, 2)), (1, 'relu', (30, 38, 2)), (1, 'pool', (15, 19, 2)),
+     (2, 'conv', (11, 15, 1)), (2, 'relu', (11, 15, 1)), (2, 'pool', (5, 7, 1))]
     """
     xp = get_array_module(img)
     x = xp.asarray(img)

@@ -89,6 +89,16 @@ def save_feature_maps(
     Every map gets its own gray colour scale and colour bar (the ranges of
     conv, ReLU and pooled maps differ a lot), and its title names the stage,
     the map number and its shape ``(H, W)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import tutorial
+    >>> from xpcnn.viz import save_feature_maps
+    >>> img = np.random.default_rng(0).random((32, 32))
+    >>> maps = tutorial.conv(img, np.ones((2, 3, 3)))
+    >>> save_feature_maps("layer1.png", {"conv": maps, "relu": tutorial.relu(maps)})
+    'layer1.png'
     """
     from matplotlib.figure import Figure  # noqa: PLC0415 -- lazy: optional dependency
 
@@ -149,6 +159,14 @@ def save_overview(
         not 2-D or 3-D.
     OSError
         If the file cannot be written.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn.viz import save_overview
+    >>> img = np.random.default_rng(0).random((32, 32))
+    >>> save_overview("overview.png", img, img[::4, ::4])
+    'overview.png'
     """
     from matplotlib.figure import Figure  # noqa: PLC0415 -- lazy: optional dependency
 

@@ -2,6 +2,16 @@
 
 Imported as ``from xpcnn import functional as F``. Layout NCHW; weights in
 PyTorch's shapes. Every op has a public backward.
+
+Examples
+--------
+>>> import numpy as np
+>>> from xpcnn import functional as F
+>>> x = np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32)
+>>> w = np.random.default_rng(1).standard_normal((16, 3, 3, 3), dtype=np.float32)
+>>> y = F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
+>>> y.shape, y.dtype
+((8, 16, 16, 16), dtype('float32'))
 """
 
 from .activations import (

@@ -21,7 +21,18 @@ def _check_dy(dy, ref, name: str) -> None:
 
 
 def relu(x):
-    """``max(x, 0)`` element-wise; same shape and dtype as `x` (float32 or float64)."""
+    """``max(x, 0)`` element-wise; same shape and dtype as `x` (float32 or float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> x = np.array([-1.5, 0.0, 2.0], dtype=np.float32)
+    >>> F.relu(x)
+    array([0., 0., 2.], dtype=float32)
+    >>> F.relu_backward(np.ones_like(x), x)  # 0 at x == 0, as PyTorch
+    array([0., 0., 1.], dtype=float32)
+    """
     check_float(x, "x")
     xp = get_array_module(x)
     return elementwise(lambda a, o: xp.maximum(a, zeros_for(o), out=o), x, out=xp.empty_like(x))
@@ -37,7 +48,15 @@ def relu_backward(dy, x):
 
 
 def leaky_relu(x, negative_slope=0.01):
-    """`x` where ``x > 0``, else ``negative_slope * x``; same shape and dtype as `x`."""
+    """`x` where ``x > 0``, else ``negative_slope * x``; same shape and dtype as `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> F.leaky_relu(np.array([-2.0, 3.0]), negative_slope=0.5)
+    array([-1.,  3.])
+    """
     check_float(x, "x")
     xp = get_array_module(x)
     slope = x.dtype.type(negative_slope)
@@ -76,6 +95,13 @@ def sigmoid(x):
     relative precision (``sigmoid(-20)`` is 2.06e-9, not 0), and where
     ``exp(-x)`` overflows to inf (the true result is then subnormal, below
     1.2e-38 in float32) the result is 0, without a warning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> F.sigmoid(np.array([0.0, -20.0]))
+    array([5.00000000e-01, 2.06115362e-09])
     """
     check_float(x, "x")
     xp = get_array_module(x)
@@ -106,7 +132,18 @@ def sigmoid_backward(dy, y):
 
 
 def tanh(x):
-    """Hyperbolic tangent element-wise; same shape and dtype as `x`."""
+    """Hyperbolic tangent element-wise; same shape and dtype as `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> y = F.tanh(np.array([0.0, 1.0]))
+    >>> y
+    array([0.        , 0.76159416])
+    >>> F.tanh_backward(np.ones(2), y)  # from the output: 1 - y**2
+    array([1.        , 0.41997434])
+    """
     check_float(x, "x")
     xp = get_array_module(x)
     return elementwise(lambda a, o: xp.tanh(a, out=o), x, out=xp.empty_like(x))
@@ -131,6 +168,14 @@ def softmax(x, axis=-1):
 
     Returns an array of the shape and dtype of `x` whose slices along `axis`
     are positive and sum to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> F.softmax(np.log(np.array([[1.0, 3.0], [2.0, 2.0]])))
+    array([[0.25, 0.75],
+           [0.5 , 0.5 ]])
     """
     check_float(x, "x")
     xp = get_array_module(x)
@@ -147,7 +192,15 @@ def softmax_backward(dy, y, axis=-1):
 
 
 def log_softmax(x, axis=-1):
-    """``log(softmax(x))`` along `axis`, by the log-sum-exp trick (no overflow, no log(0))."""
+    """``log(softmax(x))`` along `axis`, by the log-sum-exp trick (no overflow, no log(0)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> F.log_softmax(np.array([1000.0, 1000.0]))  # exp(1000) would overflow
+    array([-0.69314718, -0.69314718])
+    """
     check_float(x, "x")
     xp = get_array_module(x)
     shifted = x - x.max(axis=axis, keepdims=True)

@@ -41,6 +41,15 @@ def linear(x, w, b=None):
         Non-float or mismatched dtypes or backends.
     ValueError
         Wrong dimensions or a feature-count mismatch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> x = np.array([[1.0, 2.0]])
+    >>> w = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # (out, in), as torch.nn.Linear
+    >>> F.linear(x, w, np.array([0.0, 0.0, 10.0]))
+    array([[ 1.,  2., 13.]])
     """
     _check(x, w, b)
     y = x @ w.T

@@ -61,6 +61,20 @@ def cross_entropy(logits, labels, *, check_range=True):
     ------
     TypeError, ValueError
         Non-float logits, non-integer labels, shape mismatch, label out of range.
+
+    Examples
+    --------
+    Equal scores for four classes give ``log(4)`` whatever the labels:
+
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> loss = F.cross_entropy(np.zeros((2, 4)), np.array([0, 3]))
+    >>> round(float(loss), 6), round(float(np.log(4)), 6)
+    (1.386294, 1.386294)
+    >>> F.cross_entropy(np.zeros((1, 4)), np.array([4]))
+    Traceback (most recent call last):
+    ...
+    ValueError: ...
     """
     _check(logits, labels, check_range)
     xp = get_array_module(logits)

@@ -122,6 +122,20 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     ------
     TypeError, ValueError
         See :func:`pool_geometry`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> F.max_pool2d(x, 2)[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    >>> F.max_pool2d_backward(np.ones((1, 1, 2, 2)), x, 2)[0, 0]  # to each window's maximum
+    array([[0., 0., 0., 0.],
+           [0., 1., 0., 1.],
+           [0., 0., 0., 0.],
+           [0., 1., 0., 1.]])
     """
     g = pool_geometry(x, kernel_size, stride, padding)
     xp = get_array_module(x)
@@ -216,6 +230,18 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     Returns
     -------
     array, shape (N, C, OH, OW), dtype of `x`
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> F.avg_pool2d(x, 2)[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
+    >>> F.avg_pool2d(np.ones((1, 1, 2, 2)), 2, padding=1)[0, 0]  # padded zeros count
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
     """
     g = pool_geometry(x, kernel_size, stride, padding)
     xp = get_array_module(x)
