@@ -604,6 +604,23 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     ------
     TypeError, ValueError
         As :func:`conv2d`, and if `dy` does not have the output's shape.
+
+    Examples
+    --------
+    A 2x2 kernel of ones over a 3x3 image of ones: each input pixel's
+    gradient counts the windows that cover it.
+
+    >>> import numpy as np
+    >>> from xpcnn import functional as F
+    >>> x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+    >>> dx, dw, db = F.conv2d_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> dx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> dw[0, 0], db
+    (array([[4., 4.],
+           [4., 4.]]), array([4.]))
     """
     check_float(x, "x")
     check_ndim(x, 4, "x", "(N, C, H, W)")
