@@ -55,13 +55,15 @@ same seed, so a seed is reproducible per backend, not across backends.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from typing import Any
 
 from . import backend
 from . import functional as F
 from .backend import Array, get_array_module
-from .functional._utils import out_size, pair
+from .functional._utils import int_arg, out_size, pair, real_arg
 
 __all__ = [
     "AvgPool2D",
@@ -90,28 +92,64 @@ def _dtype_name(dtype: Any) -> str:
     return name
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def _generator(seed: Any):
     """A random generator: `seed` itself if it is one, else ``default_rng(seed)`` of the default backend."""
+    if _blueprint.on:
+        return None
     if hasattr(seed, "random") and not isinstance(seed, (int, float, str)):
         return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}")
+    if seed is not None:
+        try:
+            seed = int_arg(seed, "seed", 0)
+        except TypeError:
+            raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}") from None
     return backend.module().random.default_rng(seed)
+
+
+class _Blueprint(threading.local):
+    on = False
+
+
+_blueprint = _Blueprint()
+
+
+@contextlib.contextmanager
+def _shapes_only():
+    """Layers built inside get zero-strided read-only placeholders as parameters.
+
+    They have the right shapes and dtypes but take no memory and draw no
+    random numbers, whatever sizes the arguments claim: what
+    ``Sequential.load`` builds from a file's architecture before it reads
+    (or trusts) any array.
+    """
+    _blueprint.on = True
+    try:
+        yield
+    finally:
+        _blueprint.on = False
+
+
+def _placeholder(shape: tuple, dtype: str) -> Array:
+    host = backend.module("numpy")
+    try:
+        return host.broadcast_to(host.zeros((), dtype=dtype), shape)
+    except ValueError:  # a size beyond what an array can index
+        raise ValueError(f"parameter shape {shape} is too large for an array") from None
 
 
 def _uniform(gen, shape: tuple, bound: float, dtype: str) -> Array:
     """``U(-bound, bound)`` drawn by `gen`, placed on the default backend in `dtype`."""
+    if _blueprint.on:
+        return _placeholder(shape, dtype)
     u = gen.random(shape)
     return backend.asarray((2.0 * u - 1.0) * bound, dtype=dtype)
+
+
+def _constant(shape: tuple, value: float, dtype: str) -> Array:
+    """An array filled with `value` on the default backend."""
+    if _blueprint.on:
+        return _placeholder(shape, dtype)
+    return backend.module().full(shape, value, dtype=dtype)
 
 
 def _short(p: tuple[int, int]) -> str:
@@ -252,13 +290,13 @@ class Conv2D(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, *, init="he", seed=None, dtype="float32", algo="auto"):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.in_channels = int_arg(in_channels, "in_channels", 1)
+        self.out_channels = int_arg(out_channels, "out_channels", 1)
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
         self.stride = pair(stride, "stride", 1)
         self.padding = pair(padding, "padding", 0)
         self.dilation = pair(dilation, "dilation", 1)
-        self.groups = _positive_int(groups, "groups")
+        self.groups = int_arg(groups, "groups", 1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
                 f"groups={self.groups} must divide in_channels ({self.in_channels}) and out_channels ({self.out_channels})"
@@ -281,7 +319,7 @@ class Conv2D(Layer):
             if init == "torch":
                 self.params["bias"] = _uniform(gen, (self.out_channels,), 1.0 / math.sqrt(fan_in), self.dtype)
             else:
-                self.params["bias"] = backend.module().zeros(self.out_channels, dtype=self.dtype)
+                self.params["bias"] = _constant((self.out_channels,), 0.0, self.dtype)
 
     def _conv_args(self) -> dict:
         return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation, "groups": self.groups}
@@ -359,8 +397,8 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, bias=True, *, init="he", seed=None, dtype="float32"):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = int_arg(in_features, "in_features", 1)
+        self.out_features = int_arg(out_features, "out_features", 1)
         if init not in _INITS:
             raise ValueError(f"init must be one of {', '.join(_INITS)}, got {init!r}")
         self.use_bias = bool(bias)
@@ -374,7 +412,7 @@ class Dense(Layer):
             if init == "torch":
                 self.params["bias"] = _uniform(gen, (fan_out,), 1.0 / math.sqrt(fan_in), self.dtype)
             else:
-                self.params["bias"] = backend.module().zeros(fan_out, dtype=self.dtype)
+                self.params["bias"] = _constant((fan_out,), 0.0, self.dtype)
 
     def forward(self, x, training=False):
         y = F.linear(x, self.params["weight"], self.params.get("bias"))
@@ -539,9 +577,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
-            raise TypeError(f"negative_slope must be a number, got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = real_arg(negative_slope, "negative_slope")
 
     def forward(self, x, training=False):
         self._keep(training, x)
@@ -650,11 +686,12 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, *, seed=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"dropout probability p must be a number in [0, 1], got {p!r}")
-        if seed is not None and not hasattr(seed, "random") and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}")
-        self.p = float(p)
+        self.p = real_arg(p, "dropout probability p", 0.0, 1.0)
+        if seed is not None and not hasattr(seed, "random"):
+            try:
+                seed = int_arg(seed, "seed", 0)
+            except TypeError:
+                raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}") from None
         self._seed = seed
         self._rng = seed if hasattr(seed, "random") else None
 
@@ -733,20 +770,19 @@ class BatchNorm2D(Layer):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, *, dtype="float32"):
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features")
-        if not float(eps) > 0:
+        self.num_features = int_arg(num_features, "num_features", 1)
+        self.eps = real_arg(eps, "eps", 0.0)
+        if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {eps!r}")
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        self.momentum = real_arg(momentum, "momentum", 0.0, 1.0)
+        self.affine = bool(affine)
         self.dtype = _dtype_name(dtype)
-        xp = backend.module()
-        C = self.num_features
+        C = (self.num_features,)
         if self.affine:
-            self.params["weight"] = xp.ones(C, dtype=self.dtype)
-            self.params["bias"] = xp.zeros(C, dtype=self.dtype)
-        self.buffers["running_mean"] = xp.zeros(C, dtype=self.dtype)
-        self.buffers["running_var"] = xp.ones(C, dtype=self.dtype)
+            self.params["weight"] = _constant(C, 1.0, self.dtype)
+            self.params["bias"] = _constant(C, 0.0, self.dtype)
+        self.buffers["running_mean"] = _constant(C, 0.0, self.dtype)
+        self.buffers["running_var"] = _constant(C, 1.0, self.dtype)
 
     def forward(self, x, training=False):
         if x.ndim != 4 or x.shape[1] != self.num_features:

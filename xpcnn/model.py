@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 import os
 import tempfile
 import time
@@ -32,8 +31,10 @@ import zlib
 from typing import Any
 
 from . import backend, data, scaleout
+from . import layers as layers_module
 from .backend import Array, get_array_module
 from .functional import check_labels
+from .functional._utils import int_arg as _int_arg
 from .layers import REGISTRY, Conv2D, Layer
 from .losses import Loss, SoftmaxCrossEntropy
 from .optim import Adam, Optimizer
@@ -45,20 +46,9 @@ FORMAT = "xpcnn.Sequential"
 #: Version of the model file layout this code writes and reads.
 FORMAT_VERSION = 1
 _ARCH_KEY = "__xpcnn__"
-# What reading a damaged or foreign archive can raise (zip, zlib, npy header, JSON).
-_READ_ERRORS = (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError)
-
-
-def _int_arg(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+# What reading a damaged or foreign archive can raise (zip, zlib; RuntimeError: an encrypted entry).
+_READ_ERRORS = (EOFError, OSError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
+                OverflowError, MemoryError)
 
 
 def _format_shape(shape) -> str:
@@ -536,19 +526,51 @@ class Sequential:
         over `path`: an interrupted save never leaves a half-written file or
         destroys an existing model.
 
+        Only what :meth:`load` accepts is written: the architecture and every
+        array are checked as ``load`` will check them, before the file is
+        touched.
+
         Raises
         ------
         TypeError
-            If a layer is not one of the registered types.
+            If a layer is not one of the registered types, or a parameter or
+            buffer is not an array.
+        ValueError
+            If ``load`` would refuse the file: a parameter or buffer whose
+            shape or dtype is not the one its layer's arguments imply (e.g.
+            a float64 weight in a float32 layer), a missing or extra one,
+            arguments that do not round-trip through JSON, or a sample larger
+            than :data:`MAX_SAMPLE_VALUES`.
         OSError
             If the folder is missing or not writable.
         """
         host = backend.module("numpy")
         text = json.dumps(self._architecture())
+        try:
+            twins, _ = _blueprint(json.loads(text))
+        except ValueError as exc:
+            raise ValueError(f"cannot save, load would refuse the file: {exc}") from None
         arrays = {_ARCH_KEY: host.frombuffer(text.encode("utf-8"), dtype=host.uint8)}
-        for i, layer in enumerate(self.layers):
-            for name, value in {**layer.params, **layer.buffers}.items():
-                arrays[f"{i}.{name}"] = backend.to_numpy(value)
+        for i, (layer, twin) in enumerate(zip(self.layers, twins)):
+            for kind, group, expected in (("params", layer.params, twin.params), ("buffers", layer.buffers, twin.buffers)):
+                if set(group) != set(expected):
+                    raise ValueError(
+                        f"cannot save layer {i} ({layer!r}): its {kind} are {sorted(group)}, "
+                        f"but its arguments imply {sorted(expected)}"
+                    )
+                for name, want in expected.items():
+                    value = group[name]
+                    where = f"cannot save layer {i} ({layer!r}): {kind}[{name!r}]"
+                    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                        raise TypeError(f"{where} must be a NumPy or CuPy array, got {type(value).__name__}")
+                    if tuple(value.shape) != tuple(want.shape):
+                        raise ValueError(f"{where} has shape {tuple(value.shape)}, but the layer needs {tuple(want.shape)}")
+                    if value.dtype != want.dtype:
+                        raise ValueError(
+                            f"{where} has dtype {value.dtype}, but the layer's dtype is {want.dtype}; "
+                            f"cast it with .astype({want.dtype.name!r})"
+                        )
+                    arrays[f"{i}.{name}"] = backend.to_numpy(value)
         path = os.fspath(path)
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -572,25 +594,29 @@ class Sequential:
     def load(cls, path: str | os.PathLike) -> Sequential:
         """Read a model written by :meth:`save`; its arrays go to the default backend.
 
-        Nothing in the file is executed: arrays are read with
-        ``allow_pickle=False`` and only layer types of
-        :data:`xpcnn.layers.REGISTRY` are built, from JSON arguments.
+        The file is treated as hostile. Nothing in it is executed: arrays are
+        read from their ``.npy`` headers and bytes (never unpickled) and only
+        layer types of :data:`xpcnn.layers.REGISTRY` are built, from JSON
+        arguments. Time and memory stay proportional to the file's size:
+        every size the archive, the JSON or an array header claims is checked
+        against the others before anything is allocated (see the module
+        docstring).
 
         Raises
         ------
         FileNotFoundError, PermissionError
             If the file cannot be opened.
         ValueError
-            If the file is not an xpcnn model (not an ``.npz``, truncated,
-            no architecture entry, foreign format or newer version), names an
-            unknown layer type or bad layer arguments, contains a pickled
-            object, or an array is missing, unexpected, or of the wrong shape
-            or dtype. The message names the file and the problem.
+            For anything else that is wrong with the file: not an ``.npz``,
+            truncated or corrupt, no architecture entry, foreign format or
+            newer version, an unknown layer type or bad layer arguments,
+            pickled objects, an array missing, unexpected, or of the wrong
+            shape or dtype, sizes that disagree or exceed the limits. The
+            message names the file and the problem.
         """
-        host = backend.module("numpy")
         path = os.fspath(path)
         with open(path, "rb") as fh:
-            # Only zip archives reach the npz reader: anything else is refused
+            # Only zip archives reach the reader: anything else is refused
             # here, so no other loader (or unpickler) ever looks at the bytes.
             head = fh.read(6)
             fh.seek(0)
@@ -600,83 +626,216 @@ class Sequential:
                 what = "an empty file" if not head else f"it starts with {head!r}"
                 raise ValueError(f"{path}: not an xpcnn model file: not a zip (.npz) archive ({what})")
             try:
-                with host.load(fh, allow_pickle=False) as archive:
-                    if _ARCH_KEY not in archive.files:
-                        raise ValueError(
-                            f"no architecture entry {_ARCH_KEY!r} (entries: {', '.join(archive.files[:8])})"
-                        )
-                    arrays = {}
-                    for key in archive.files:
-                        try:
-                            arrays[key] = archive[key]
-                        except ValueError as exc:
-                            if "pickle" not in str(exc):
-                                raise
-                            raise ValueError(
-                                f"entry {key!r} holds pickled Python objects; model files never do, "
-                                "so it was refused without being unpickled"
-                            ) from None
+                with zipfile.ZipFile(fh) as archive:
+                    return _read_model(cls, archive, os.fstat(fh.fileno()).st_size)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            except RecursionError:
+                raise ValueError(f"{path}: architecture nested too deeply") from None
             except _READ_ERRORS as exc:
                 raise ValueError(f"{path}: not a readable xpcnn model file: {exc}") from None
-        try:
-            return cls._from_arrays(arrays)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
 
-    @classmethod
-    def _from_arrays(cls, arrays: dict) -> Sequential:
-        raw = arrays.pop(_ARCH_KEY)
-        if raw.dtype.kind != "u" or raw.dtype.itemsize != 1 or raw.ndim != 1:
-            raise ValueError(f"architecture entry must be 1-D uint8 JSON text, got {raw.dtype} {raw.shape}")
+
+#: Largest architecture (JSON) entry a model file may hold, in bytes.
+MAX_ARCHITECTURE_BYTES = 2**20
+#: How many times its stored size a compressed entry may inflate (float
+#: weights deflate to 80-95%; only runs of equal values compress further).
+MAX_INFLATION = 100
+#: Largest number of values one sample may occupy in any layer of a loaded
+#: or saved model with a recorded ``input_shape``: its output, its padded
+#: input, its windows (64 MiB of float32). Raise it to use larger models.
+MAX_SAMPLE_VALUES = 2**24
+_MAX_NDIM = 31  # per-sample dims: NumPy arrays have at most 32 dims with the batch
+_VALUE_TYPES = (str, int, float, bool, type(None))
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _members(archive: zipfile.ZipFile, file_size: int) -> dict:
+    """``{key: ZipInfo}`` of the ``KEY.npy`` entries, their declared sizes checked against the file."""
+    members, total = {}, 0
+    for info in archive.infolist():
+        name = info.filename
+        if not name.endswith(".npy"):
+            raise ValueError(f"entry {name!r} is not a .npy array")
+        if name[:-4] in members:
+            raise ValueError(f"entry {name!r} appears twice")
+        total += info.compress_size
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            raise ValueError(f"entry {name!r} is stored uncompressed but claims {info.file_size} bytes in {info.compress_size}")
+        if info.file_size > MAX_INFLATION * info.compress_size + 2**16:
+            raise ValueError(
+                f"entry {name!r} claims to inflate from {info.compress_size} to {info.file_size} bytes, "
+                f"more than {MAX_INFLATION} times (a zip bomb?)"
+            )
+        members[name[:-4]] = info
+    if total > file_size:
+        raise ValueError(f"entries claim {total} bytes of data but the file has {file_size}")
+    return members
+
+
+def _npy_header(archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> tuple:
+    """``(shape, fortran_order, dtype)`` of an entry, read from its header only; sizes checked."""
+    npformat = backend.module("numpy").lib.format
+    with archive.open(info) as fh:
         try:
-            arch = json.loads(raw.tobytes().decode("utf-8"))
-        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise ValueError(f"architecture entry is not valid JSON ({exc})") from None
-        if not isinstance(arch, dict) or arch.get("format") != FORMAT:
-            found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
-            raise ValueError(f"not an xpcnn model: format {found!r}, expected {FORMAT!r}")
-        version = arch.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise ValueError(f"bad format version {version!r}")
-        if version > FORMAT_VERSION:
-            raise ValueError(f"format version {version} is newer than this xpcnn reads ({FORMAT_VERSION}); upgrade xpcnn")
-        specs = arch.get("layers")
-        if not isinstance(specs, list):
-            raise ValueError(f"architecture 'layers' must be a list, got {type(specs).__name__}")
-        layers = []
-        for i, spec in enumerate(specs):
-            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or not isinstance(spec.get("config", {}), dict):
-                raise ValueError(f"layer {i}: expected {{'type': str, 'config': dict}}, got {spec!r}")
-            name, config = spec["type"], spec.get("config", {})
-            layer_cls = REGISTRY.get(name)
-            if layer_cls is None:
-                raise ValueError(f"layer {i}: unknown layer type {name!r}; known types: {', '.join(sorted(REGISTRY))}")
+            version = npformat.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = npformat.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = npformat.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+        except ValueError as exc:
+            raise ValueError(f"entry {key!r}: not a valid .npy array: {exc}") from None
+        header = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(
+            f"entry {key!r} holds pickled Python objects; model files never do, "
+            "so it was refused without being unpickled"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    if header + nbytes != info.file_size:
+        raise ValueError(
+            f"entry {key!r}: its header claims shape {shape} of {dtype} ({nbytes} bytes), "
+            f"but the entry holds {info.file_size - header} bytes of data"
+        )
+    return shape, fortran, dtype
+
+
+def _npy_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: tuple):
+    """The entry's array (native byte order, writeable), once its header has been checked."""
+    host = backend.module("numpy")
+    shape, fortran, dtype = header
+    with archive.open(info) as fh:
+        fh.seek(info.file_size - math.prod(shape) * dtype.itemsize)
+        data = fh.read()  # exactly the checked size; reading to the end checks the CRC
+    flat = host.frombuffer(data, dtype=dtype)
+    array = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+    return array.astype(dtype.newbyteorder("="), order="C", copy=True)
+
+
+def _architecture(archive: zipfile.ZipFile, members: dict) -> dict:
+    info = members.pop(_ARCH_KEY, None)
+    if info is None:
+        raise ValueError(f"no architecture entry {_ARCH_KEY!r} (entries: {', '.join(list(members)[:8])})")
+    if info.file_size > MAX_ARCHITECTURE_BYTES:
+        raise ValueError(f"architecture entry of {info.file_size} bytes, more than {MAX_ARCHITECTURE_BYTES}")
+    header = _npy_header(archive, _ARCH_KEY, info)
+    shape, _, dtype = header
+    if dtype.kind != "u" or dtype.itemsize != 1 or len(shape) != 1:
+        raise ValueError(f"architecture entry must be 1-D uint8 JSON text, got {dtype} {shape}")
+    text = _npy_data(archive, info, header).tobytes()
+    try:
+        arch = json.loads(text.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"architecture entry is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("architecture entry is JSON nested too deeply") from None
+    return arch
+
+
+def _blueprint(arch: Any) -> tuple[list, Any]:
+    """Layers built from an architecture dict with placeholder parameters (no memory, no random draws).
+
+    Returns ``(layers, input_shape)``; checks everything but the arrays.
+    """
+    if not isinstance(arch, dict) or arch.get("format") != FORMAT:
+        found = arch.get("format") if isinstance(arch, dict) else type(arch).__name__
+        raise ValueError(f"not an xpcnn model: format {_short_repr(found)}, expected {FORMAT!r}")
+    version = arch.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"bad format version {_short_repr(version)}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"format version {version} is newer than this xpcnn reads ({FORMAT_VERSION}); upgrade xpcnn")
+    specs = arch.get("layers")
+    if not isinstance(specs, list):
+        raise ValueError(f"architecture 'layers' must be a list, got {type(specs).__name__}")
+    layers = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or not isinstance(spec.get("config", {}), dict):
+            raise ValueError(f"layer {i}: expected {{'type': str, 'config': dict}}, got {_short_repr(spec)}")
+        name, config = spec["type"], spec.get("config", {})
+        layer_cls = REGISTRY.get(name)
+        if layer_cls is None:
+            raise ValueError(
+                f"layer {i}: unknown layer type {_short_repr(name)}; known types: {', '.join(sorted(REGISTRY))}"
+            )
+        for key, value in config.items():  # scalars or flat lists: nothing nested, nothing huge to print
+            if not isinstance(value, _VALUE_TYPES) and not (
+                isinstance(value, list) and len(value) <= 4 and all(isinstance(v, _VALUE_TYPES) for v in value)
+            ):
+                raise ValueError(f"layer {i} ({name}): bad arguments: {key!r} = {_short_repr(value)}")
+        try:
+            with layers_module._shapes_only():
+                layers.append(layer_cls(**config))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"layer {i} ({name}): bad arguments {_short_repr(config)}: {exc}") from None
+    input_shape = arch.get("input_shape")
+    if input_shape is not None and (
+        not isinstance(input_shape, list) or len(input_shape) > _MAX_NDIM
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_shape)
+    ):
+        raise ValueError(f"bad input_shape {_short_repr(input_shape)}")
+    if input_shape is not None:
+        _check_sample_size(layers, tuple(input_shape))
+    return layers, input_shape
+
+
+def _check_sample_size(layers: list, input_shape: tuple) -> None:
+    """ValueError if one sample takes more than MAX_SAMPLE_VALUES values in some layer."""
+    shape = input_shape
+    for i, layer in enumerate([None, *layers]):
+        if layer is not None:
             try:
-                layer = layer_cls(**config)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"layer {i} ({name}): bad arguments {config!r}: {exc}") from None
-            for group in (layer.params, layer.buffers):
-                for key, expected in group.items():
-                    entry = f"{i}.{key}"
-                    if entry not in arrays:
-                        raise ValueError(f"missing array {entry!r} ({name} {key}, shape {tuple(expected.shape)})")
-                    value = arrays.pop(entry)
-                    if tuple(value.shape) != tuple(expected.shape):
-                        raise ValueError(
-                            f"array {entry!r} has shape {tuple(value.shape)}, but {name} expects {tuple(expected.shape)}"
-                        )
-                    if value.dtype != expected.dtype:
-                        raise ValueError(f"array {entry!r} has dtype {value.dtype}, but {name} expects {expected.dtype}")
-                    group[key] = backend.asarray(value)
-            layers.append(layer)
-        if arrays:
-            raise ValueError(f"unexpected arrays {sorted(arrays)} that no layer uses")
-        input_shape = arch.get("input_shape")
-        if input_shape is not None and (
-            not isinstance(input_shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_shape)
-        ):
-            raise ValueError(f"bad input_shape {input_shape!r}")
-        return cls(*layers, input_shape=input_shape)
+                out = tuple(layer.output_shape(shape))
+            except ValueError as exc:
+                raise ValueError(f"per-sample input shape {input_shape} does not fit layer {i - 1}: {exc}") from None
+        else:
+            out = shape
+        values = math.prod(out)
+        if hasattr(layer, "kernel_size"):  # windows: the padded input and the unfolded windows
+            (KH, KW), (PH, PW) = layer.kernel_size, layer.padding
+            values = max(values, shape[0] * (shape[1] + 2 * PH) * (shape[2] + 2 * PW), shape[0] * KH * KW * out[1] * out[2])
+        if values > MAX_SAMPLE_VALUES:
+            where = "the input" if layer is None else f"layer {i - 1} ({layer!r})"
+            raise ValueError(
+                f"one sample of shape {input_shape} takes {values:,} values in {where}, more than "
+                f"xpcnn.model.MAX_SAMPLE_VALUES = {MAX_SAMPLE_VALUES:,}"
+            )
+        shape = out
+
+
+def _read_model(cls, archive: zipfile.ZipFile, file_size: int) -> Sequential:
+    members = _members(archive, file_size)
+    layers, input_shape = _blueprint(_architecture(archive, members))
+    wanted = {}  # entry -> (layer index, group dict, name, placeholder)
+    for i, layer in enumerate(layers):
+        for group in (layer.params, layer.buffers):
+            for key, expected in group.items():
+                entry = f"{i}.{key}"
+                if entry not in members:
+                    raise ValueError(
+                        f"missing array {entry!r} ({type(layer).__name__} {key}, shape {tuple(expected.shape)})"
+                    )
+                wanted[entry] = (i, group, key, expected)
+    unexpected = sorted(set(members) - set(wanted))
+    if unexpected:
+        raise ValueError(f"unexpected arrays {_short_repr(unexpected)} that no layer uses")
+    headers = {}
+    for entry, (i, _, _, expected) in wanted.items():  # every header before any data
+        shape, fortran, dtype = headers[entry] = _npy_header(archive, entry, members[entry])
+        what = type(layers[i]).__name__
+        if tuple(shape) != tuple(expected.shape):
+            raise ValueError(f"array {entry!r} has shape {tuple(shape)}, but {what} expects {tuple(expected.shape)}")
+        if dtype.newbyteorder("=") != expected.dtype:
+            raise ValueError(f"array {entry!r} has dtype {dtype}, but {what} expects {expected.dtype}")
+    for entry, (_, group, key, _) in wanted.items():
+        group[key] = backend.asarray(_npy_data(archive, members[entry], headers[entry]))
+    return cls(*layers, input_shape=input_shape)
 
 
 def _tqdm():

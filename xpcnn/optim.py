@@ -18,18 +18,9 @@ from typing import Any
 
 from . import backend
 from .backend import Array, get_array_module
+from .functional._utils import real_arg
 
 __all__ = ["Adam", "Optimizer", "SGD"]
-
-
-def _number(value: Any, name: str, low: float = 0.0, high: float | None = None, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < low or (high is not None and (value >= high if high_open else value > high)):
-        bound = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
-        raise ValueError(f"{name} must be >= {low}{bound}, got {value!r}")
-    return value
 
 
 def _parameters(model: Any) -> list:
@@ -51,8 +42,8 @@ class Optimizer:
     """Base class: finds each parameter's gradient and state, then calls :meth:`_update`."""
 
     def __init__(self, lr: float, weight_decay: float) -> None:
-        self.lr = _number(lr, "lr")
-        self.weight_decay = _number(weight_decay, "weight_decay")
+        self.lr = real_arg(lr, "lr", 0.0)
+        self.weight_decay = real_arg(weight_decay, "weight_decay", 0.0)
         self.state: dict[tuple[int, str], dict] = {}
 
     def step(self, model: Any) -> None:
@@ -140,8 +131,8 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = _number(momentum, "momentum")
-        self.dampening = _number(dampening, "dampening")
+        self.momentum = real_arg(momentum, "momentum", 0.0)
+        self.dampening = real_arg(dampening, "dampening", 0.0)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(
@@ -205,8 +196,8 @@ class Adam(Optimizer):
             b1, b2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"betas must be a pair of numbers, got {betas!r}") from None
-        self.betas = (_number(b1, "betas[0]", 0.0, 1.0, True), _number(b2, "betas[1]", 0.0, 1.0, True))
-        self.eps = _number(eps, "eps")
+        self.betas = (real_arg(b1, "betas[0]", 0.0, 1.0, True), real_arg(b2, "betas[1]", 0.0, 1.0, True))
+        self.eps = real_arg(eps, "eps", 0.0)
 
     def _update(self, p, g, state):
         xp = get_array_module(p)

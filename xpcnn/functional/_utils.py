@@ -6,10 +6,59 @@ the checks cost nothing and run before any heavy work.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from typing import Any
 
 from ..backend import get_array_module
+
+
+def int_arg(value: Any, name: str, minimum: int | None = None) -> int:
+    """A Python int from a Python or NumPy integer (not a bool, not ``1.0``), at least `minimum`.
+
+    Raises
+    ------
+    TypeError
+        If `value` is not an integer; the message names `name` and the value.
+    ValueError
+        If it is below `minimum`.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def real_arg(value: Any, name: str, low: float | None = None, high: float | None = None,
+             high_open: bool = False) -> float:
+    """A finite Python float from a Python or NumPy real number (not a bool), in ``[low, high]``.
+
+    With `high_open` the range is ``[low, high)``.
+
+    Raises
+    ------
+    TypeError
+        If `value` is not a real number.
+    ValueError
+        If it is not finite or outside the range; the message names `name`.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (low is not None and value < low) or (
+        high is not None and (value >= high if high_open else value > high)
+    ):
+        lo = "" if low is None else f">= {low}"
+        hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}")
+    return value
 
 
 def pair(value: Any, name: str, minimum: int = 0) -> tuple[int, int]:

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 from .. import config
 from ..backend import Array, get_array_module, is_device, synchronize
-from ._utils import check_float, check_ndim, check_same, out_size, pair
+from ._utils import check_float, check_ndim, check_same, int_arg, out_size, pair
 
 ALGOS = ("auto", "einsum", "gemm", "shift", "rows", "tiles")
 
@@ -98,10 +98,7 @@ def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1) -
     SH, SW = pair(stride, "stride", 1)
     PH, PW = pair(padding, "padding", 0)
     DH, DW = pair(dilation, "dilation", 1)
-    if isinstance(groups, bool) or not isinstance(groups, int):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+    groups = int_arg(groups, "groups", 1)
     if C % groups or O % groups:
         raise ValueError(
             f"groups={groups} must divide both the input channels ({C}) and the output channels ({O})"
@@ -264,7 +261,7 @@ def _forward_einsum(x, w, g, y):
 
 
 class _Phases:
-    """The padded input as ``SH * SW`` flattened polyphase images.
+    """The padded input as flattened polyphase images, one per stride phase a tap reads.
 
     Phase ``(a, b)`` holds the padded rows ``a, a + SH, ...`` and columns
     ``b, b + SW, ...``, flattened row-major with row length ``Wph`` and one
@@ -272,7 +269,10 @@ class _Phases:
     at once, the *contiguous* slice ``[s0, s0 + OH * Wph)`` of one phase: each
     output row is followed by ``Wph - OW`` junk columns, cropped at the end.
     So an im2col row is one contiguous copy, and a per-tap matrix product
-    needs no copy at all. With stride 1 there is a single phase.
+    needs no copy at all. With stride 1 there is a single phase. Only the
+    phases some tap reads are kept (at most ``KH * KW`` of the ``SH * SW``),
+    so neither time nor memory grows with the stride; ``rows[a]`` and
+    ``cols[b]`` give a phase's index in the buffer.
     """
 
     def __init__(self, g: ConvGeometry):
@@ -280,36 +280,43 @@ class _Phases:
         Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
         self.Hph, self.Wph = -(-Hp // g.SH), -(-Wp // g.SW)
         self.L = g.OH * self.Wph  # output positions per image, junk columns included
-        self.size = g.C * g.SH * g.SW * (self.Hph + 1) * self.Wph  # elements per image, all phases
-        self.taps = []  # (t, a, b, s0): tap index i*KW + j, its phase and slice start
+        self.rows = {a: k for k, a in enumerate(sorted({i * g.DH % g.SH for i in range(g.KH)}))}
+        self.cols = {b: k for k, b in enumerate(sorted({j * g.DW % g.SW for j in range(g.KW)}))}
+        self.size = g.C * len(self.rows) * len(self.cols) * (self.Hph + 1) * self.Wph  # elements per image
+        self.taps = []  # (t, a, b, s0): tap index i*KW + j, its phase's buffer index and slice start
         for i in range(g.KH):
             for j in range(g.KW):
                 a, r = divmod(i * g.DH, g.SH)[::-1]
                 b, c = divmod(j * g.DW, g.SW)[::-1]
-                self.taps.append((i * g.KW + j, a, b, r * self.Wph + c))
-        self.fills = []  # (a, b, phase rows, phase cols, input rows, input cols)
-        for a in range(g.SH):
+                self.taps.append((i * g.KW + j, self.rows[a], self.cols[b], r * self.Wph + c))
+        self.fills = []  # (a, b, phase rows, phase cols, input rows, input cols), a and b buffer indices
+        covered = 0
+        for a, ka in self.rows.items():
             xr0 = (a - g.PH) % g.SH  # first input row whose padded row is in phase a
             nr = len(range(xr0, g.H, g.SH))
-            for b in range(g.SW):
+            for b, kb in self.cols.items():
                 xc0 = (b - g.PW) % g.SW
                 nc = len(range(xc0, g.W, g.SW))
                 if nr and nc:
                     k0, c0 = (xr0 + g.PH - a) // g.SH, (xc0 + g.PW - b) // g.SW
-                    self.fills.append((a, b, slice(k0, k0 + nr), slice(c0, c0 + nc), slice(xr0, None, g.SH), slice(xc0, None, g.SW)))
+                    self.fills.append((ka, kb, slice(k0, k0 + nr), slice(c0, c0 + nc), slice(xr0, None, g.SH), slice(xc0, None, g.SW)))
+                    covered += nr * nc
+        self.partial = covered < g.H * g.W  # some input pixels are read by no tap
 
     def shape(self, n: int) -> tuple:
-        return (self.g.SH, self.g.SW, n, self.g.C, self.Hph + 1, self.Wph)
+        return (len(self.rows), len(self.cols), n, self.g.C, self.Hph + 1, self.Wph)
 
     def split(self, x: Array, out: Array) -> Array:
         """Write chunk `x` ``(n, C, H, W)`` into `out` (``shape(n)``); return the flat view."""
         out[...] = 0
         for a, b, pr, pc, xr, xc in self.fills:
             out[a, b, :, :, pr, pc] = x[:, :, xr, xc]
-        return out.reshape(self.g.SH, self.g.SW, x.shape[0], self.g.C, -1)
+        return out.reshape(*self.shape(x.shape[0])[:4], -1)
 
     def merge(self, grad: Array, dx: Array) -> None:
         """Inverse of :meth:`split` for gradients: read `grad` (``shape(n)``) into `dx`."""
+        if self.partial:
+            dx[...] = 0  # pixels no tap reads get no gradient
         for a, b, pr, pc, xr, xc in self.fills:
             dx[:, :, xr, xc] = grad[a, b, :, :, pr, pc]
 
@@ -425,7 +432,7 @@ def _forward_rows(x, w, g, y):
         shifted = _workspace(xp, "col", (len(used), n, g.C, g.KW, span), x.dtype)
         for k, a in enumerate(used):
             for j, (b, c) in enumerate(cols):
-                shifted[k, :, :, j, :] = flat[a, b, :, :, c : c + span]
+                shifted[k, :, :, j, :] = flat[ph.rows[a], ph.cols[b], :, :, c : c + span]
         acc = _workspace(xp, "out", (n, G, Og, ph.L), x.dtype)
         tmp = _workspace(xp, "tmp", (n, G, Og, ph.L), x.dtype)
         for i, (a, r) in enumerate(rows):
@@ -662,7 +669,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         xp.matmul(wkT, dyg, out=colg)  # the im2col gradient, in the im2col buffer
         grad = _workspace(xp, "grad_phases", ph.shape(n), x.dtype)
         grad[...] = 0
-        gflat = grad.reshape(g.SH, g.SW, n, g.C, -1)
+        gflat = grad.reshape(*ph.shape(n)[:4], -1)
         for tap in ph.taps:  # col2im: one contiguous add per tap
             _, a, b, s0 = tap
             gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, :, tap[0], :]
