@@ -689,8 +689,8 @@ def _npy_header(archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> tu
                 shape, fortran, dtype = npformat.read_array_header_2_0(fh)
             else:
                 raise ValueError(f".npy format version {version} is not supported")
-        except ValueError as exc:
-            raise ValueError(f"entry {key!r}: not a valid .npy array: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 -- NumPy's header parser (tokenize, literal_eval) raises many kinds
+            raise ValueError(f"entry {key!r}: not a valid .npy array: {type(exc).__name__}: {exc}") from None
         header = fh.tell()
     if dtype.hasobject:
         raise ValueError(
