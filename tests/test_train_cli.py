@@ -88,7 +88,7 @@ def test_train_and_evaluate_on_mnist_files(tmp_path, capsys):
     assert main(["evaluate", str(out), "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 0
     assert "(32 samples)" in capsys.readouterr().out
     # A model for 28x28 inputs does not fit the 8x8 digits: a one-line error, not a traceback.
-    _one_line_error(capsys, ["evaluate", str(out), "--dataset", "digits"], "does not fit layer")
+    _one_line_error(capsys, ["evaluate", str(out), "--dataset", "digits"], "the model expects per-sample input shape (1, 28, 28), got (1, 8, 8)")
 
 
 def test_python_m_xpcnn_train_subprocess(tmp_path):

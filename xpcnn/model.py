@@ -93,6 +93,10 @@ class Sequential:
         self.layers: list[Layer] = list(layers)
         self.input_shape: tuple | None = None
         if input_shape is not None:
+            if not isinstance(input_shape, (tuple, list)):
+                raise TypeError(
+                    f"input_shape must be a tuple of ints without the batch size, e.g. (1, 8, 8), got {input_shape!r}"
+                )
             shape = tuple(_int_arg(s, "input_shape entries", 1) for s in input_shape)
             self._shapes(shape)
             self.input_shape = shape
@@ -252,7 +256,16 @@ class Sequential:
             )
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"{name} must hold at least one sample (N, ...), got shape {tuple(x.shape)}")
-        self._shapes(tuple(x.shape[1:]))
+        sample = tuple(int(s) for s in x.shape[1:])
+        if self.input_shape is not None and sample != self.input_shape:
+            raise ValueError(
+                f"{name}: the model expects per-sample input shape {self.input_shape}, "
+                f"got {sample} ({name}.shape = {tuple(x.shape)})"
+            )
+        try:
+            self._shapes(sample)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
         target = self.backend or backend.name_of(get_array_module(x))
         return backend.asarray(x, target, dtype=self.dtype or x.dtype)
 
@@ -260,6 +273,8 @@ class Sequential:
         """Check `y` (labels or regression targets) for inputs `x`; put it beside `x`."""
         if not hasattr(y, "shape") or not hasattr(y, "dtype"):
             raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(y).__name__}")
+        if y.ndim < 1:
+            raise ValueError(f"{name} must hold one label or target per sample, shape (N, ...), got a 0-d array")
         if len(y) != len(x):
             raise ValueError(f"{name} has {len(y)} samples but the inputs have {len(x)}")
         out = self._shapes(tuple(x.shape[1:]))
@@ -269,7 +284,10 @@ class Sequential:
             if len(out) != 1:
                 raise ValueError(f"{loss!r} needs per-sample outputs (classes,), the model gives {out}")
             y = backend.asarray(y, target)
-            check_labels(y, out[0])  # one read of min/max, before any step
+            try:
+                check_labels(y, out[0])  # one read of min/max, before any step
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{name}: {exc}") from None
             return y
         if tuple(y.shape[1:]) != out:
             raise ValueError(f"{name} must have per-sample shape {out} (the model's output), got {tuple(y.shape[1:])}")
@@ -376,9 +394,10 @@ class Sequential:
             Evaluated at the end of every epoch.
         shuffle : bool, default True
             Visit the training samples in a new random order every epoch.
-        seed : int or None
+        seed : int, generator or None
             Seed of the shuffling (the weights have their own seeds, given
-            to the layers).
+            to the layers): an int, None, or a NumPy or CuPy generator (a
+            CuPy one draws one number that seeds the host's shuffling).
         progress : bool, default True
             Show a tqdm progress bar per epoch with the running loss and
             accuracy (skipped with a warning if tqdm is not installed).
@@ -433,7 +452,7 @@ class Sequential:
         history: dict[str, list[float]] = {k: [] for k in keys}
         if val is not None:
             history.update({f"val_{k}": [] for k in keys})
-        order = backend.module("numpy").random.default_rng(seed)  # host generator: one permutation per epoch
+        order = _host_generator(seed)  # one permutation per epoch, drawn on the host
         tqdm = _tqdm() if progress else None
         n, n_batches = len(x), math.ceil(len(x) / batch_size)
         try:
@@ -689,6 +708,8 @@ def _npy_header(archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> tu
                 shape, fortran, dtype = npformat.read_array_header_2_0(fh)
             else:
                 raise ValueError(f".npy format version {version} is not supported")
+        except _READ_ERRORS:  # the archive itself is damaged: reported as such by load
+            raise
         except Exception as exc:  # noqa: BLE001 -- NumPy's header parser (tokenize, literal_eval) raises many kinds
             raise ValueError(f"entry {key!r}: not a valid .npy array: {type(exc).__name__}: {exc}") from None
         header = fh.tell()
@@ -836,6 +857,21 @@ def _read_model(cls, archive: zipfile.ZipFile, file_size: int) -> Sequential:
     for entry, (_, group, key, _) in wanted.items():
         group[key] = backend.asarray(_npy_data(archive, members[entry], headers[entry]))
     return cls(*layers, input_shape=input_shape)
+
+
+def _host_generator(seed: Any):
+    """A NumPy generator for `seed`: None, an int, a NumPy generator, or a CuPy one (which seeds a new one)."""
+    host = backend.module("numpy")
+    if isinstance(seed, host.random.Generator):
+        return seed
+    if hasattr(seed, "integers"):  # a device generator: one number seeds the host's
+        return host.random.default_rng(int(seed.integers(0, 2**63 - 1)))
+    if seed is not None:
+        try:
+            seed = _int_arg(seed, "seed", 0)
+        except TypeError:
+            raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}") from None
+    return host.random.default_rng(seed)
 
 
 def _tqdm():
