@@ -31,13 +31,29 @@ class UsageError(Exception):
     """A mistake in what the user asked for: reported in one line, exit code 2."""
 
 
+class _Finished(Exception):
+    """``--help`` or ``--version`` printed what was asked: return the status from main."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse prints usage + message and exits 2; keep it to one line
         raise UsageError(f"{self.prog}: {message}")
 
+    def exit(self, status=0, message=None):  # after --help / --version: main returns, no sys.exit
+        if message:
+            print(message, end="", file=sys.stderr)
+        raise _Finished(status)
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="xpcnn", description="CNNs on NumPy and CuPy.")
+    parser.add_argument("--version", action="version", version=f"xpcnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (modname, help_) in COMMANDS.items():
@@ -52,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
+    except _Finished as done:
+        return done.status
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         sys.stderr.close()
         return 0

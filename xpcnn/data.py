@@ -12,10 +12,13 @@ only when :func:`load_digits` is called, so ``import xpcnn`` stays light.
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import numbers
 import operator
 import os
 import struct
+import zlib
 
 import numpy as np
 
@@ -116,29 +119,57 @@ def load_digits(test_size=0.25, seed=0):
 # IDX / MNIST
 # --------------------------------------------------------------------------
 
-def _read_all(file):
-    """Return the whole (decompressed) content of a path or binary file."""
-    if hasattr(file, "read"):
-        data = bytes(file.read())
-        name = getattr(file, "name", repr(file))
-    else:
-        name = os.fspath(file)
-        with open(name, "rb") as fh:
-            data = fh.read()
-    # Sniff the gzip magic instead of trusting the suffix: an IDX header
-    # always starts with two zero bytes, so the two can never be confused,
-    # and mirrors sometimes serve decompressed files still named *.gz.
-    if data[:2] == b"\x1f\x8b":
+#: Bytes read at a time from an IDX payload: memory follows what the file
+#: really holds, not what its header claims.
+_IDX_CHUNK = 16 * 2**20
+
+
+class _Source:
+    """An IDX file as a binary stream, gzip-decompressed on the fly (detected from the content)."""
+
+    def __init__(self, file):
+        if hasattr(file, "read"):
+            self.name = str(getattr(file, "name", repr(file)))
+            raw, self._own = file, None
+        else:
+            self.name = os.fspath(file)
+            raw = self._own = open(self.name, "rb")
+        if not raw.seekable():
+            raw = io.BytesIO(raw.read())
+        start = raw.tell()
+        # Sniff the gzip magic instead of trusting the suffix: an IDX header
+        # always starts with two zero bytes, so the two can never be confused,
+        # and mirrors sometimes serve decompressed files still named *.gz.
+        self.gzip = raw.read(2) == b"\x1f\x8b"
+        raw.seek(start)
+        self.stream = gzip.GzipFile(fileobj=raw, mode="rb") if self.gzip else raw
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes, fewer only at the end of the (decompressed) stream."""
+        parts, left = [], n
         try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError) as exc:  # OSError covers BadGzipFile
-            raise ValueError(
-                f"{name}: corrupt or truncated gzip stream ({exc})") from exc
-    return data, str(name)
+            while left > 0:
+                part = self.stream.read(min(left, _IDX_CHUNK))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+        except (EOFError, OSError, zlib.error) as exc:  # OSError covers BadGzipFile
+            raise ValueError(f"{self.name}: corrupt or truncated gzip stream ({exc})") from None
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.close()
 
 
 def read_idx(file):
     """Read one IDX file (the MNIST container format), raw or gzip-compressed.
+
+    The header is read first, then exactly the bytes it announces (and one
+    more, to detect trailing data): a file never costs more memory than the
+    smaller of what its header announces and what it holds, so a gzip bomb
+    is refused after reading one byte past the announced payload.
 
     Parameters
     ----------
@@ -161,7 +192,8 @@ def read_idx(file):
         If ``file`` is a path that does not exist.
     ValueError
         If the header is malformed (non-zero leading bytes, unknown type
-        code, zero dimensions, short header), if the payload is not exactly
+        code, zero dimensions, short header), if the dimensions' product is
+        too large for an array, if the payload is not exactly
         ``prod(dims) * itemsize`` bytes (message names the file and the
         expected and actual byte counts), or if the gzip stream is corrupt.
 
@@ -177,13 +209,21 @@ def read_idx(file):
     array([[0, 1, 2],
            [3, 4, 5]], dtype=uint8)
     """
-    data, name = _read_all(file)
-    if len(data) < 4:
+    src = _Source(file)
+    try:
+        return _read_idx(src, src.name)
+    finally:
+        src.close()
+
+
+def _read_idx(src: _Source, name: str):
+    head = src.read(4)
+    if len(head) < 4:
         raise ValueError(
-            f"{name}: not an IDX file: {len(data)} bytes, shorter than the "
+            f"{name}: not an IDX file: {len(head)} bytes, shorter than the "
             f"4-byte magic number")
-    zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
-    magic = int.from_bytes(data[:4], "big")
+    zero0, zero1, code, ndim = head
+    magic = int.from_bytes(head, "big")
     if zero0 != 0 or zero1 != 0 or code not in _IDX_DTYPES or ndim == 0:
         raise ValueError(
             f"{name}: not an IDX file: magic number 0x{magic:08X}; expected "
@@ -192,21 +232,28 @@ def read_idx(file):
             f"dimensions (e.g. 0x00000803 for MNIST images, 0x00000801 for "
             f"labels)")
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    dims_raw = src.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
         raise ValueError(
             f"{name}: truncated IDX header: {ndim} dimensions need "
-            f"{header_len} header bytes, the file has {len(data)}")
-    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+            f"{header_len} header bytes, the file has {4 + len(dims_raw)}")
+    dims = struct.unpack(f">{ndim}I", dims_raw)
     dtype = _IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header_len
+    expected = math.prod(dims) * dtype.itemsize  # a Python int: never wraps
+    if expected > np.iinfo(np.intp).max:
+        raise ValueError(
+            f"{name}: IDX dims {tuple(dims)} of {dtype.itemsize}-byte items "
+            f"need {expected} bytes, more than an array can hold")
+    data = src.read(expected + 1)
+    actual = len(data)
     if actual != expected:
         what = "truncated" if actual < expected else "trailing data in"
+        found = actual if actual < expected else f"more than {expected}"
         raise ValueError(
             f"{name}: {what} IDX payload: dims {tuple(dims)} of "
             f"{dtype.itemsize}-byte items need {expected} bytes after the "
-            f"{header_len}-byte header, found {actual}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
+            f"{header_len}-byte header, found {found}")
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
     # frombuffer over bytes is read-only and big-endian; one copy fixes both.
     return arr.astype(dtype.newbyteorder("="), copy=True)
 

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from . import backend
+
 __all__ = ["plot_confusion", "plot_history"]
 
 
@@ -117,7 +119,7 @@ def plot_confusion(matrix, path: str | os.PathLike, labels=None, title: str | No
     >>> plot_confusion([[5, 1], [0, 4]], "confusion.png", labels=["cat", "dog"])
     'confusion.png'
     """
-    m = np.asarray(matrix)
+    m = backend.to_numpy(matrix)  # a CuPy matrix too (np.asarray refuses it)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"confusion matrix must be square (K, K), got shape {m.shape}")
     k = m.shape[0]

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple, Sequence
 
 from . import functional as F
 from .backend import Array, get_array_module, synchronize
+from .functional._utils import int_arg
 
 __all__ = ["Stage", "conv", "pipeline", "pooling", "relu"]
 
@@ -56,18 +57,10 @@ def _as_float(x: Any, xp) -> Array:
         raise TypeError(f"expected a real array, got dtype {a.dtype}")
     if kind not in "biuf":
         raise TypeError(f"expected a numeric array, got dtype {a.dtype}")
-    if kind == "f":
-        return a if a.dtype.itemsize >= 4 else a.astype(xp.float32)
-    return a.astype(xp.float64)
-
-
-def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    if kind == "f" and a.dtype.itemsize in (4, 8):
+        return a
+    # float16 -> float32; long double (which F does not compute in) and integers -> float64
+    return a.astype(xp.float32 if kind == "f" and a.dtype.itemsize < 4 else xp.float64)
 
 
 def conv(img: Any, conv_filter: Any) -> Array:
@@ -245,8 +238,8 @@ def pooling(feature_map: Any, size: int = 2, stride: int = 2) -> Array:
     array([[100.,  98.],
            [ 90.,  88.]])
     """
-    size = _check_size(size, "size")
-    stride = _check_size(stride, "stride")
+    size = int_arg(size, "size", 1)
+    stride = int_arg(stride, "stride", 1)
     xp = get_array_module(feature_map)
     fm = xp.asarray(feature_map)
     if fm.ndim not in (2, 3):
@@ -286,9 +279,9 @@ def pipeline(img: Any, filter_banks: Sequence[Any], *, size: int = 2, stride: in
         Input image, on the backend to compute on.
     filter_banks : sequence of arrays
         One bank per layer, each as :func:`conv` takes it; the depth of a
-        bank must equal the number of maps the previous layer gives. Banks
-        given as NumPy arrays are moved to the image's backend first (outside
-        the timings).
+        bank must equal the number of maps the previous layer gives. The
+        pipeline runs on the device if the image or any bank is a CuPy
+        array; host arrays are moved there first (outside the timings).
     size, stride : int
         Pooling window and step, as in :func:`pooling`.
 
@@ -315,7 +308,7 @@ def pipeline(img: Any, filter_banks: Sequence[Any], *, size: int = 2, stride: in
     [(1, 'conv', (30, 38, 2)), (1, 'relu', (30, 38, 2)), (1, 'pool', (15, 19, 2)),
      (2, 'conv', (11, 15, 1)), (2, 'relu', (11, 15, 1)), (2, 'pool', (5, 7, 1))]
     """
-    xp = get_array_module(img)
+    xp = get_array_module(img, *filter_banks)  # a device bank puts the whole pipeline on the device
     x = xp.asarray(img)
     banks = [xp.asarray(b) for b in filter_banks]
     steps = (("conv", None), ("relu", relu), ("pool", lambda a: pooling(a, size, stride)))

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import backend, config
 from .. import functional as F
+from .train import positive_int
 
 # (N, C, H, W, O, K, stride, padding): the tutorial's chelsea layers, then
 # CIFAR- and ResNet-like layers.
@@ -43,7 +44,7 @@ ALGOS = tuple(a for a in F.ALGOS if a != "auto") + ("auto",)
 def add_arguments(parser) -> None:
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None, help="default: xpcnn's default backend")
     parser.add_argument("--against", choices=["torch"], default=None, help="also time PyTorch (CPU) and print ratios")
-    parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="BLAS/torch threads (default: all cores)")
     parser.add_argument("--repeat", type=int, default=7, help="timed calls per figure; the median is shown")
     parser.add_argument("--shapes", type=int, nargs="*", default=None, metavar="I", help="indices of the shapes to time")
     parser.add_argument("--autotune", action="store_true",

@@ -111,7 +111,8 @@ def load_image(spec: str = "chelsea", *, color: bool = False, max_side: int | No
         3)`` (a gray file is repeated over them).
     max_side : int or None
         Images whose longer side exceeds it are downscaled (anti-aliased) to
-        it, so a camera photo does not need gigabytes. ``None`` or 0: never.
+        it, so a camera photo does not need gigabytes, but never below
+        :data:`MIN_SIDE` on the shorter side. ``None`` or 0: never.
 
     Returns
     -------
@@ -162,15 +163,16 @@ def load_image(spec: str = "chelsea", *, color: bool = False, max_side: int | No
     elif not color and img.ndim == 3:
         img = skimage.color.rgb2gray(img)
     h, w = img.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        shape = (max(1, round(h * scale)), max(1, round(w * scale))) + img.shape[2:]
-        img = skimage.transform.resize(img, shape, anti_aliasing=True)
-    if min(img.shape[:2]) < MIN_SIDE:
+    if min(h, w) < MIN_SIDE:
         raise _usage_error(
-            f"image {spec!r} is {img.shape[0]}x{img.shape[1]} pixels; the three layers need at least "
-            f"{MIN_SIDE}x{MIN_SIDE}"
+            f"image {spec!r} is {h}x{w} pixels; the three layers need at least {MIN_SIDE}x{MIN_SIDE}"
         )
+    if max_side and max(h, w) > max_side:
+        # Never below MIN_SIDE on the short side: a valid long, thin image stays valid.
+        scale = max(max_side / max(h, w), MIN_SIDE / min(h, w))
+        if scale < 1:
+            shape = (max(MIN_SIDE, round(h * scale)), max(MIN_SIDE, round(w * scale))) + img.shape[2:]
+            img = skimage.transform.resize(img, shape, anti_aliasing=True)
     return np.ascontiguousarray(img, dtype=np.float64)
 
 

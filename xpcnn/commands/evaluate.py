@@ -17,13 +17,13 @@ import numpy as np
 
 from .. import backend
 from ..model import Sequential
-from .train import check_writable_target, load_dataset, need_matplotlib, positive_int
+from .train import load_dataset, plot_target, positive_int
 
 
 def confusion_matrix(y_true, y_pred, classes: int) -> np.ndarray:
     """``m[i, j]`` = number of samples of true class ``i`` predicted as ``j`` (host int64 array)."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
+    y_true = backend.to_numpy(y_true).astype(np.int64, copy=False)  # device arrays too
+    y_pred = backend.to_numpy(y_pred).astype(np.int64, copy=False)
     return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
 
 
@@ -53,9 +53,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from .. import plots
 
-    if args.plot:
-        check_writable_target(args.plot, "--plot")
-        need_matplotlib("--plot")
+    plot = plot_target(args.plot, "--plot") if args.plot else None
     name = args.backend or backend.get_default()
     with backend.use(name):
         model = Sequential.load(args.model)
@@ -69,7 +67,7 @@ def run(args) -> int:
     print(f"accuracy: {result['accuracy']:.2%}  loss: {result['loss']:.4f}")
     print("confusion matrix (rows: true class, columns: predicted class):")
     print(format_confusion(m))
-    if args.plot:
-        plots.plot_confusion(m, args.plot, title=f"{args.model}: {args.dataset} test accuracy {result['accuracy']:.2%}")
-        print(f"confusion matrix saved to {args.plot}")
+    if plot is not None:
+        plots.plot_confusion(m, plot, title=f"{args.model}: {args.dataset} test accuracy {result['accuracy']:.2%}")
+        print(f"confusion matrix saved to {plot}")
     return 0

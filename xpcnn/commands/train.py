@@ -68,15 +68,70 @@ def positive_float(text: str) -> float:
     return value
 
 
-def check_writable_target(path: str, option: str) -> None:
-    """UsageError unless the folder that will hold `path` exists (checked before any training)."""
+def check_writable_target(path: str, option: str) -> str:
+    """UsageError unless `path` can be written (checked before any training); returns `path`.
+
+    The folder must exist and take a new file (a file is created and
+    removed there, which also catches read-only file systems), and `path`
+    must not be a folder.
+    """
+    import tempfile
+
     from ..cli import UsageError
 
+    if not path:
+        raise UsageError(f"xpcnn: {option} needs a file name, got an empty one")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"xpcnn: {option} {path}: folder {folder} does not exist")
     if os.path.isdir(path):
         raise UsageError(f"xpcnn: {option} {path}: is a folder, expected a file name")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".xpcnn-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"xpcnn: {option} {path}: cannot write in folder {folder} ({exc.strerror})") from None
+    return path
+
+
+def plot_target(path: str, option: str) -> str:
+    """The file a plot for `path` will be written to, checked before any work.
+
+    A name without a suffix gets ``.png`` (what matplotlib would write, so
+    the reported name is the real one); a suffix matplotlib cannot write is
+    a UsageError naming the ones it can.
+    """
+    from ..cli import UsageError
+
+    need_matplotlib(option)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = check_writable_target(path, option)
+    suffix = os.path.splitext(path)[1]
+    if not suffix:
+        return check_writable_target(path + ".png", option)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix[1:].lower() not in formats:
+        raise UsageError(
+            f"xpcnn: {option} {path}: matplotlib cannot write {suffix!r} files; use one of "
+            + ", ".join(f".{f}" for f in sorted(formats))
+        )
+    return path
+
+
+def same_file(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
 
 
 def need_matplotlib(option: str) -> None:
@@ -99,7 +154,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None,
                         help="where to train (default: $XPCNN_BACKEND or numpy)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the shuffling (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the shuffling (default 0)")
     parser.add_argument("--out", default="model.npz", metavar="FILE.npz", help="model file to write (default model.npz)")
     parser.add_argument("--plot", default="curves.png", metavar="FILE.png",
                         help="loss/accuracy curves to write (default curves.png)")
@@ -110,13 +165,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from .. import plots
 
-    check_writable_target(args.out, "--out")
-    if not args.no_plot:
-        check_writable_target(args.plot, "--plot")
-        need_matplotlib("--plot")
-    if not 0.0 <= args.momentum < 1.0:
-        from ..cli import UsageError
+    from ..cli import UsageError
 
+    # Every output is checked before the first step: a mistake found after
+    # training would lose the model.
+    check_writable_target(args.out, "--out")
+    plot = None if args.no_plot else plot_target(args.plot, "--plot")
+    if plot is not None and same_file(plot, args.out):
+        raise UsageError(f"xpcnn train: --out and --plot name the same file {args.out}; the plot would replace the model")
+    if not 0.0 <= args.momentum < 1.0:
         raise UsageError(f"xpcnn train: --momentum must be in [0, 1), got {args.momentum}")
     name = args.backend or backend.get_default()
     recipe = RECIPES[args.dataset]
@@ -135,8 +192,11 @@ def run(args) -> int:
         print(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test samples; backend {name}; "
               f"{optimizer!r}; {epochs} epochs of batch {batch_size}")
         t_fit = time.perf_counter()
-        history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                            validation_data=(x_test, y_test), seed=args.seed, progress=not args.no_progress)
+        try:
+            history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                                validation_data=(x_test, y_test), seed=args.seed, progress=not args.no_progress)
+        except FloatingPointError as exc:  # diverged: a setting to change, not a crash
+            raise UsageError(f"xpcnn train: training diverged with --lr {lr}: {exc}") from None
         backend.synchronize(backend.module(name))
         fit_seconds = time.perf_counter() - t_fit
         result = model.evaluate(x_test, y_test)
@@ -146,7 +206,7 @@ def run(args) -> int:
           f"test loss {result['loss']:.4f}")
     print(f"time: {fit_seconds:.1f} s training, {total:.1f} s in all")
     print(f"model saved to {args.out}")
-    if not args.no_plot:
-        plots.plot_history(history, args.plot, title=f"xpcnn train --dataset {args.dataset}", val_label="test")
-        print(f"curves saved to {args.plot}")
+    if plot is not None:
+        plots.plot_history(history, plot, title=f"xpcnn train --dataset {args.dataset}", val_label="test")
+        print(f"curves saved to {plot}")
     return 0

@@ -50,7 +50,9 @@ def cross_entropy(logits, labels, *, check_range=True):
     labels : integer array, shape (N,)
         Class ids in ``[0, classes)``.
     check_range : bool
-        Check the label range (see :func:`check_labels`).
+        Check the label range (see :func:`check_labels`). Without the check
+        (no device sync), a label outside ``[0, classes)`` makes the loss
+        NaN, on every backend (CuPy would otherwise wrap the index silently).
 
     Returns
     -------
@@ -79,7 +81,20 @@ def cross_entropy(logits, labels, *, check_range=True):
     _check(logits, labels, check_range)
     xp = get_array_module(logits)
     logp = log_softmax(logits, axis=1)
-    return -logp[xp.arange(logits.shape[0]), labels].mean()
+    if check_range:
+        return -logp[xp.arange(logits.shape[0]), labels].mean()
+    index, valid = _unchecked(labels, logits.shape[1], xp)
+    return -xp.where(valid, logp[xp.arange(logits.shape[0]), index], xp.nan).mean()
+
+
+def _unchecked(labels, num_classes: int, xp):
+    """Labels clipped into range, and where they were in range (no device sync).
+
+    An index out of range wraps silently on CuPy (and a negative one on
+    NumPy): the clipped index reads a real row, and the mask turns the
+    result into NaN, the same on every backend.
+    """
+    return xp.clip(labels, 0, num_classes - 1), (labels >= 0) & (labels < num_classes)
 
 
 def cross_entropy_backward(logits, labels, dloss=1.0, *, check_range=True):
@@ -92,7 +107,12 @@ def cross_entropy_backward(logits, labels, dloss=1.0, *, check_range=True):
     xp = get_array_module(logits)
     n = logits.shape[0]
     grad = softmax(logits, axis=1)
-    grad[xp.arange(n), labels] -= 1
+    if check_range:
+        grad[xp.arange(n), labels] -= 1
+    else:
+        index, valid = _unchecked(labels, logits.shape[1], xp)
+        grad[xp.arange(n), index] -= 1
+        grad = xp.where(valid[:, None], grad, xp.nan).astype(logits.dtype, copy=False)
     if isinstance(dloss, (int, float)):  # Python and NumPy scalars: no upcast of float32
         grad *= logits.dtype.type(dloss / n)
     else:  # a 0-d array (the loss's gradient), possibly on the device

@@ -51,6 +51,8 @@ def pool_geometry(x: Array, kernel_size, stride=None, padding=0) -> PoolGeometry
     check_float(x, "x")
     check_ndim(x, 4, "x", "(N, C, H, W)")
     N, C, H, W = x.shape
+    if min(N, C, H, W) < 1:
+        raise ValueError(f"empty pooling input: x.shape={tuple(x.shape)} (N, C, H, W must all be >= 1)")
     KH, KW = pair(kernel_size, "kernel_size", 1)
     SH, SW = (KH, KW) if stride is None else pair(stride, "stride", 1)
     PH, PW = pair(padding, "padding", 0)
