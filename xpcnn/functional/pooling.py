@@ -28,6 +28,10 @@ class PoolGeometry(NamedTuple):
     PW: int
     OH: int
     OW: int
+    I0: int  # the window offsets that can reach the input: rows [I0, I1), columns [J0, J1)
+    I1: int
+    J0: int
+    J1: int
 
     def window(self, i: int, j: int) -> tuple[slice, slice]:
         """Rows and columns of the padded input that window offset (i, j) reads."""
@@ -60,7 +64,24 @@ def pool_geometry(x: Array, kernel_size, stride=None, padding=0) -> PoolGeometry
         raise ValueError(f"padding {(PH, PW)} must be at most half the kernel size {(KH, KW)}")
     if KH > H + 2 * PH or KW > W + 2 * PW:
         raise ValueError(f"pooling window {(KH, KW)} is larger than the padded input {(H + 2 * PH, W + 2 * PW)}")
-    return PoolGeometry(N, C, H, W, KH, KW, SH, SW, PH, PW, out_size(H, KH, SH, PH), out_size(W, KW, SW, PW))
+    OH, OW = out_size(H, KH, SH, PH), out_size(W, KW, SW, PW)
+    (PH, I0, I1), (PW, J0, J1) = _reach(H, KH, SH, PH, OH), _reach(W, KW, SW, PW, OW)
+    return PoolGeometry(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW, I0, I1, J0, J1)
+
+
+def _reach(size: int, k: int, s: int, p: int, o: int) -> tuple[int, int, int]:
+    """``(padding, first offset, end offset)`` along one axis, keeping only what reaches the input.
+
+    A window offset whose strided slice reads only padding adds nothing
+    (``-inf`` to a max, 0 to a sum), nor does padding no kept offset reads:
+    both are dropped, so a huge kernel with huge padding costs what the
+    input and output do, not ``k * k`` passes over a ``(size + 2p)``-wide frame.
+    Offsets are counted in the frame padded by the returned padding.
+    """
+    span = s * (o - 1)  # rows between the first and the last window's starts
+    lo, hi = max(0, p - span), min(k, p + size)
+    pad = max(min(p, span), span + min(0, k - p - size))
+    return pad, lo - (p - pad), hi - (p - pad)
 
 
 def _pad(x: Array, g: PoolGeometry, value: float) -> Array:
@@ -72,10 +93,10 @@ def _pad(x: Array, g: PoolGeometry, value: float) -> Array:
 
 def _fold_windows(xpad: Array, g: PoolGeometry, op, out: Array) -> None:
     """Combine the ``KH * KW`` strided slices of `xpad` with the ufunc `op` into `out`."""
-    for i in range(g.KH):
-        for j in range(g.KW):
+    for i in range(g.I0, g.I1):
+        for j in range(g.J0, g.J1):
             s = xpad[(slice(None), slice(None)) + g.window(i, j)]
-            if i == j == 0:
+            if i == g.I0 and j == g.J0:
                 out[...] = s
             else:
                 op(out, s, out=out)
@@ -187,8 +208,8 @@ def _max_pool_backward_block(g: PoolGeometry, dy: Array, x: Array, y: Array, dx:
     tiled = (g.SH, g.SW) == (g.KH, g.KW) and g.OH * g.KH == g.H and g.OW * g.KW == g.W
     dxpad = _grad_frame(dx, g, clear=not tiled)
     free = xp.ones(y.shape, dtype=bool)  # outputs whose winner is not found yet
-    for i in range(g.KH):
-        for j in range(g.KW):
+    for i in range(g.I0, g.I1):
+        for j in range(g.J0, g.J1):
             win = (slice(None), slice(None)) + g.window(i, j)
             hit = xpad[win] == y
             hit &= free
@@ -280,8 +301,8 @@ def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
     def block(dyb, dxb):
         share = dyb * scale
         dxpad = _grad_frame(dxb, g)
-        for i in range(g.KH):
-            for j in range(g.KW):
+        for i in range(g.I0, g.I1):
+            for j in range(g.J0, g.J1):
                 dxpad[(slice(None), slice(None)) + g.window(i, j)] += share
         _crop_into(dxpad, dxb, g)
 
