@@ -11,11 +11,16 @@ Model files
 :meth:`Sequential.save` writes one ``.npz`` archive: every parameter and
 buffer as ``"<layer index>.<name>"`` (``"0.weight"``, ``"0.bias"``, ...:
 PyTorch's ``state_dict`` names) and the architecture as JSON text in the
-uint8 array ``"__xpcnn__"``. :meth:`Sequential.load` reads it with
-``allow_pickle=False`` and builds only the layer types of
-:data:`xpcnn.layers.REGISTRY`, so a file can never run code. The archive is
-written to a temporary file in the target's folder and renamed over the
-target, so an interrupted save leaves the previous file intact.
+uint8 array ``"__xpcnn__"``. :meth:`Sequential.load` never unpickles and
+builds only the layer types of :data:`xpcnn.layers.REGISTRY`, so a file can
+never run code. It treats the file as hostile: the zip directory's sizes,
+the JSON's implied shapes and each ``.npy`` header are checked against one
+another before any array is read or any weight allocated (layers are built
+with placeholder parameters), within :data:`MAX_INFLATION`,
+:data:`MAX_ARCHITECTURE_BYTES` and :data:`MAX_SAMPLE_VALUES`; any other
+file raises ``ValueError``. :meth:`Sequential.save` checks what ``load``
+will check, writes a temporary file in the target's folder and renames it
+over the target, so an interrupted save leaves the previous file intact.
 """
 
 from __future__ import annotations
