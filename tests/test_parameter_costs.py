@@ -110,3 +110,65 @@ def test_huge_pooling_window_reads_only_what_reaches_the_input(rng, stride):
     assert np.isclose(dx.sum(), dy.sum()) and np.count_nonzero(dx) <= 2 * 3
     dxa = F.avg_pool2d_backward(dy, x, k, stride, p)
     np.testing.assert_allclose(dxa, np.broadcast_to(dy.sum(axis=(2, 3))[:, :, None, None] / k**2, x.shape), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- conv: padding with dilation
+def _explicit(x, w, s, p, d, dy=None):
+    """conv2d and its gradients with the padding written out as zeros (no tap is ever dropped)."""
+    (ph, pw) = p
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    y = F.conv2d(xpad, w, stride=s, dilation=d, algo="einsum")
+    if dy is None:
+        return y
+    dx, dw, db = F.conv2d_backward(dy, xpad, w, stride=s, dilation=d)
+    return dx[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]], dw, db
+
+
+def test_conv_with_taps_in_the_padding_matches_explicit_padding(rng):
+    checked = 0
+    while checked < 60:
+        k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        d = (int(rng.integers(1, 9)), int(rng.integers(1, 9)))
+        s = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        p = (int(rng.integers(0, 12)), int(rng.integers(0, 12)))
+        h, w_ = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        if d[0] * (k[0] - 1) + 1 > h + 2 * p[0] or d[1] * (k[1] - 1) + 1 > w_ + 2 * p[1]:
+            continue
+        g = F.conv_geometry((2, 2, h, w_), (3, 2, *k), s, p, d)
+        x = rng.standard_normal((2, 2, h, w_))
+        w = rng.standard_normal((3, 2, *k))
+        b = rng.standard_normal(3)
+        y = F.conv2d(x, w, b, stride=s, padding=p, dilation=d)
+        ref = _explicit(x, w, s, p, d) + b[None, :, None, None]
+        np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12, err_msg=str((k, d, s, p, h, w_)))
+        dy = rng.standard_normal(y.shape)
+        for got, want in zip(F.conv2d_backward(dy, x, w, stride=s, padding=p, dilation=d), _explicit(x, w, s, p, d, dy)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str((k, d, s, p, h, w_)))
+        checked += conv_module._reach(g) is not None  # count the cases that take the cropped path
+
+
+def test_huge_padding_with_matching_dilation_costs_the_input(rng):
+    # Padding 10**5 and dilation 10**5: the middle tap reads the input, the
+    # outer ones only zeros. The old code built a (2*10**5)^2 frame per channel.
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    g = F.conv_geometry(x.shape, w.shape, 1, 10**5, 10**5)
+    crop = conv_module._reach(g)
+    assert crop is not None and crop.taps == (slice(1, 2), slice(1, 2))
+    y = F.conv2d(x, w, padding=10**5, dilation=10**5)
+    np.testing.assert_allclose(y, np.einsum("nchw,oc->nohw", x, w[:, :, 1, 1]), rtol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = F.conv2d_backward(dy, x, w, padding=10**5, dilation=10**5)
+    np.testing.assert_allclose(dx, np.einsum("nohw,oc->nchw", dy, w[:, :, 1, 1]), rtol=1e-12)
+    assert not dw[:, :, [0, 2]].any() and not dw[:, :, :, [0, 2]].any()
+
+
+def test_conv_whose_taps_all_read_padding_gives_the_bias(rng):
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 2, 2))
+    b = rng.standard_normal(3)
+    y = F.conv2d(x, w, b, padding=50, dilation=100)  # tap 0 reads rows 0..4, tap 1 rows 100..104: all zeros
+    assert y.shape == (1, 3, 5, 5)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], y.shape))
+    dx, dw, db = F.conv2d_backward(np.ones_like(y), x, w, padding=50, dilation=100)
+    assert not dx.any() and not dw.any() and np.array_equal(db, np.full(3, 25.0))

@@ -326,6 +326,51 @@ class _Phases:
         return flat[a, b, :, :, s0 : s0 + self.L]
 
 
+class _Crop(NamedTuple):
+    """A convolution whose outer taps read only padding, on the frame its other taps read."""
+
+    taps: tuple  # (rows, cols) slices of the kernel taps kept; () if no tap reads the input
+    pads: tuple  # ((top, bottom), (left, right)) zeros around the input's read part
+    inside: tuple  # (rows, cols) slices of the input that the kept taps read
+    read: tuple  # the same rows and columns in the frame
+
+
+def _reach(g: ConvGeometry) -> _Crop | None:
+    """None when every tap reads the input (the usual case); else the smaller equivalent problem.
+
+    A tap whose strided rows (or columns) all fall in the padding only adds
+    zeros. Dropping those taps, and the padding only they read, keeps the
+    frame within the input plus the output's span: huge padding with a
+    matching dilation costs what the input and the output do.
+    """
+    axes = []
+    for size, k, s, d, p, o in ((g.H, g.KH, g.SH, g.DH, g.PH, g.OH), (g.W, g.KW, g.SW, g.DW, g.PW, g.OW)):
+        span = s * (o - 1)  # a tap reads padded rows i*d .. i*d + span
+        t0 = max(0, -(-(p - span) // d))  # first tap reaching row p (the input's first)
+        t1 = min(k, (p + size - 1) // d + 1)  # taps starting at or before the input's last row
+        axes.append((size, d, p, span, t0, t1))
+    if all(t0 == 0 and t1 == k for (_, _, _, _, t0, t1), k in zip(axes, (g.KH, g.KW))):
+        return None
+    if any(t1 <= t0 for *_, t0, t1 in axes):
+        return _Crop((), (), (), ())
+    taps, pads, inside, read = [], [], [], []
+    for size, d, p, span, t0, t1 in axes:
+        first, last = t0 * d - p, (t1 - 1) * d + span - p  # input rows of the frame's ends (may be outside)
+        lo, hi = max(0, first), min(size, last + 1)
+        taps.append(slice(t0, t1))
+        pads.append((lo - first, last + 1 - hi))
+        inside.append(slice(lo, hi))
+        read.append(slice(lo - first, hi - first))
+    return _Crop(tuple(taps), tuple(pads), tuple(inside), tuple(read))
+
+
+def _frame(x: Array, crop: _Crop) -> Array:
+    """The part of `x` the kept taps read, zero-padded as they read it."""
+    xp = get_array_module(x)
+    part = x[:, :, crop.inside[0], crop.inside[1]]
+    return xp.pad(part, ((0, 0), (0, 0), *crop.pads))
+
+
 _buffers = threading.local()
 
 
@@ -572,6 +617,15 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
     xp = get_array_module(x)
+    crop = _reach(g)
+    if crop is not None:  # some taps read only padding: the same convolution on a smaller frame
+        y = xp.zeros((g.N, g.O, g.OH, g.OW), dtype=x.dtype)
+        if crop.taps:
+            y = conv2d(_frame(x, crop), w[:, :, crop.taps[0], crop.taps[1]], stride=(g.SH, g.SW),
+                       dilation=(g.DH, g.DW), groups=g.G, algo=algo)
+        if b is not None:
+            y += b.reshape(1, g.O, 1, 1)
+        return y
     y = xp.empty((g.N, g.O, g.OH, g.OW), dtype=x.dtype)
     if algo == "auto":
         if config.conv_autotune and _tune_key(g, xp, x.dtype) not in _tuned:
@@ -639,6 +693,17 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     if tuple(dy.shape) != (g.N, g.O, g.OH, g.OW):
         raise ValueError(f"dy must have the output's shape {(g.N, g.O, g.OH, g.OW)}, got {tuple(dy.shape)}")
     xp = get_array_module(x)
+    crop = _reach(g)
+    if crop is not None:  # as in conv2d: taps that read only padding get a zero gradient
+        dx = xp.zeros_like(x) if need_dx else None
+        dw = xp.zeros_like(w)
+        if crop.taps:
+            fdx, fdw, _ = conv2d_backward(dy, _frame(x, crop), w[:, :, crop.taps[0], crop.taps[1]],
+                                          stride=(g.SH, g.SW), dilation=(g.DH, g.DW), groups=g.G, need_dx=need_dx)
+            dw[:, :, crop.taps[0], crop.taps[1]] = fdw
+            if need_dx:
+                dx[:, :, crop.inside[0], crop.inside[1]] = fdx[:, :, crop.read[0], crop.read[1]]
+        return dx, dw, dy.sum(axis=(0, 2, 3))
     G, Og, KK = g.G, g.O // g.G, g.KH * g.KW
     ph = _Phases(g)
     wkT = w.reshape(G, Og, g.K).transpose(0, 2, 1)
