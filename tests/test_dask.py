@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import to_host
 
 da = pytest.importorskip("dask.array", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
 distributed = pytest.importorskip("distributed", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
@@ -86,6 +87,23 @@ def test_more_output_axes_than_input_axes():
     y = model.predict(da.from_array(x, chunks=(4, 3)), batch_size=B)
     assert y.shape == (10, 2, 2) and y.chunks == ((4, 4, 2), (2,), (2,))
     np.testing.assert_array_equal(y.compute(scheduler="sync"), model.predict(x, batch_size=B))
+
+
+def test_chunks_of_either_backend_give_outputs_on_it(xp):
+    """NumPy chunks in, NumPy out; CuPy in, CuPy out: a host model is copied to the device once per worker."""
+    model, x = small_cnn(), images(40)
+    xd = da.from_array(x, chunks=(16, 1, 8, 8)).map_blocks(xp.asarray, meta=xp.empty((0,) * 4, dtype=x.dtype))
+    y = model.predict(xd, batch_size=B)
+    assert type(y._meta) is type(xp.empty(0)) and y._meta.dtype == np.float32
+    counts = getattr(xp, "counts", None)  # the CuPy stand-in counts device-to-host copies
+    if counts is not None:
+        counts.reset()
+    got = y.compute(scheduler="threads")
+    assert type(got) is type(xp.empty(0))
+    if counts is not None:
+        assert counts.transfers == 0
+    assert model.backend == "numpy"  # the caller's model is left where it was
+    np.testing.assert_allclose(to_host(got), model.predict(x, batch_size=B), rtol=1e-6, atol=1e-6)
 
 
 def test_float64_input_gives_the_model_dtype():
