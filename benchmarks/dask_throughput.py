@@ -50,31 +50,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def count_model_loads():
-    """Run on each worker: count the unpickling of the shared predictor from now on."""
-    from xpcnn import scaleout
-
-    cls = scaleout._Predictor
-    original = getattr(cls, "_original_setstate", cls.__setstate__)
-
-    def counting(self, state):
-        cls.loads += 1
-        original(self, state)
-
-    cls._original_setstate, cls.__setstate__, cls.loads = original, counting, 0
-
-
-def model_loads():
-    from xpcnn import scaleout
-
-    return scaleout._Predictor.loads
-
-
 def measure(name, model, shape, client, batch_size, repeat):
     import dask.array as da
     from distributed import wait
     from threadpoolctl import threadpool_limits
 
+    from xpcnn import scaleout
     from xpcnn.commands.predict import chunk_rows
 
     threads = sum(client.nthreads().values())
@@ -110,9 +91,9 @@ def measure(name, model, shape, client, batch_size, repeat):
             wall, cpu = f()
             walls[k].append(wall)
             cpus[k].append(cpu)
-    client.run(count_model_loads)
+    before = client.run(scaleout.models_received)
     cluster()
-    loads = client.run(model_loads)
+    loads = {w: n - before.get(w, 0) for w, n in client.run(scaleout.models_received).items()}
     rates = {k: len(x) / statistics.median(v) for k, v in walls.items()}
     print(f"\n{name}: {len(x)} images {x.shape[1:]}, {len(xd.chunks[0])} tasks of up to {rows} images, "
           f"batch {batch_size}; model {len(pickle.dumps(model)) / 1024:.0f} KiB pickled, "

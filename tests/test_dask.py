@@ -139,25 +139,14 @@ def test_is_dask_array():
 
 
 # ---------------------------------------------------------------- on worker processes
-def _count_model_loads():
-    """Run on each worker: count every unpickling of the shared predictor from now on."""
-    cls = scaleout._Predictor
-    original = getattr(cls, "_original_setstate", cls.__setstate__)
-
-    def counting(self, state):
-        cls.loads += 1
-        original(self, state)
-
-    cls._original_setstate, cls.__setstate__, cls.loads = original, counting, 0
-
-
 def test_weights_reach_each_worker_once(client):
     """12 chunks on 2 workers: each worker unpickles the model at most once (per chunk: 6 times each)."""
     model, x = small_cnn(), images(96)
-    client.run(_count_model_loads)
+    before = client.run(scaleout.models_received)
     y = model.predict(da.from_array(x, chunks=(8, 1, 8, 8)), batch_size=B)
     got = client.compute(y).result()
-    loads = client.run(lambda: scaleout._Predictor.loads)
+    after = client.run(scaleout.models_received)
+    loads = {w: after[w] - before.get(w, 0) for w in after}
     assert y.numblocks[0] == 12
     assert sum(loads.values()) >= 1 and all(n <= 1 for n in loads.values()), loads
     np.testing.assert_array_equal(got, model.predict(x, batch_size=B))

@@ -24,7 +24,7 @@ from typing import Any
 from . import backend
 from .backend import get_array_module
 
-__all__ = ["INSTALL_HINT", "import_optional", "is_dask_array", "predict"]
+__all__ = ["INSTALL_HINT", "import_optional", "is_dask_array", "models_received", "predict"]
 
 INSTALL_HINT = 'pip install "xpcnn[dask]"'
 
@@ -52,6 +52,21 @@ def is_dask_array(x: Any) -> bool:
     return any(t.__module__.startswith("dask.array") and t.__name__ == "Array" for t in type(x).__mro__)
 
 
+_received = 0
+_received_lock = threading.Lock()
+
+
+def models_received() -> int:
+    """How many models this process has unpickled for Dask tasks so far.
+
+    Run it on the workers (``client.run(models_received)``) before and after a
+    computation: each worker's count grows by at most one per ``predict``
+    graph, however many chunks it computed, since the weights travel to each
+    worker once.
+    """
+    return _received
+
+
 class _Predictor:
     """What the chunks' tasks share: the model (host weights when pickled) and the batch size.
 
@@ -70,6 +85,9 @@ class _Predictor:
         return {"model": self.model, "batch_size": self.batch_size}
 
     def __setstate__(self, state: dict) -> None:
+        global _received
+        with _received_lock:
+            _received += 1
         self.__init__(state["model"], state["batch_size"])
 
     def _model_on(self, name: str):
