@@ -5,10 +5,11 @@ Usage (from the repository root)::
     python benchmarks/dask_memory.py [--gib 4] [--workers 2] [--memory-limit 1GiB] [--dir /tmp] [--keep]
 
 Writes a ``--gib`` GiB ``.npy`` of random float32 28x28 images (a block at a
-time, never whole in memory) into ``--dir``, starts a ``LocalCluster`` of
-`--workers` single-threaded worker processes of ``--memory-limit`` each (the
-nanny restarts a worker that passes 95% of it) and runs ``xpcnn predict``
-with ``xpcnn.models.lenet5`` on it through ``--scheduler``. It reports the
+time, never whole in memory) into ``--dir``, starts the ``LocalCluster`` that
+``xpcnn predict`` starts (``local_cluster``), of `--workers` single-threaded
+worker processes of ``--memory-limit`` each (the nanny restarts a worker that
+passes 95% of it), and runs ``xpcnn predict`` with ``xpcnn.models.lenet5`` on
+it through ``--scheduler``. It reports the
 peak resident memory of every worker process and of this process (the
 client), as the kernel counts it (``getrusage``'s ``ru_maxrss``), whether a
 worker was restarted, and compares 1,000 random output rows with the
@@ -51,6 +52,7 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     from xpcnn.cli import main as xpcnn_main
+    from xpcnn.commands.predict import local_cluster
     from xpcnn.model import Sequential
     from xpcnn.models import lenet5
 
@@ -79,8 +81,7 @@ def main() -> None:
         model = lenet5(0)
         model.save(model_file)
         limit = dask.utils.parse_bytes(args.memory_limit)
-        with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=limit,
-                                      processes=True, host="127.0.0.1", dashboard_address=None) as cluster, \
+        with local_cluster(args.workers, 1, memory_limit=limit, dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
             before = set(client.scheduler_info()["workers"])
             print(f"cluster: {args.workers} workers x {limit / 2**30:.2f} GiB memory limit = "

@@ -10,8 +10,9 @@ on random float32 images in memory, each round times, back to back:
 - ``model.predict(x)`` in this process with NumPy's BLAS threads as they are
   (OpenBLAS: one per core);
 - the same with one BLAS thread (threadpoolctl);
-- ``model.predict(dask_x).compute()`` on a ``LocalCluster`` of `--workers`
-  single-threaded processes, the images already held by the workers
+- ``model.predict(dask_x).compute()`` on the ``LocalCluster`` that
+  ``xpcnn predict`` starts (``xpcnn.commands.predict.local_cluster``), of
+  `--workers` single-threaded processes, the images already held by the workers
   (persisted once, as a cluster reading a shared file system would stream
   them), the outputs gathered back here.
 
@@ -112,6 +113,7 @@ def measure(name, model, shape, client, batch_size, repeat):
 def main() -> None:
     import distributed
 
+    from xpcnn.commands.predict import local_cluster
     from xpcnn.models import digits_cnn, lenet5
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -124,8 +126,7 @@ def main() -> None:
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical cores; load average before: "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with local_cluster(args.workers, 1, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         measure("LeNet-5", lenet5(0), (args.lenet_images, 1, 28, 28), client, args.batch_size, args.repeat)
         measure("digits CNN", digits_cnn(0), (args.digits_images, 1, 8, 8), client, args.batch_size, args.repeat)
     print(f"\nload average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())} "
