@@ -2,13 +2,14 @@
 Convolution algorithms and what ``auto`` picks
 ==============================================
 
-:func:`xpcnn.functional.conv2d` has four algorithms that compute the same
+:func:`xpcnn.functional.conv2d` has five algorithms that compute the same
 numbers in different ways:
 
 - ``"gemm"``: an im2col buffer and one matrix product per chunk of the batch;
 - ``"rows"``: the ``KW`` column shifts of the input copied once, then one
   matrix product per kernel row;
 - ``"shift"``: one matrix product per kernel offset, no im2col buffer;
+- ``"tiles"``: one image at a time, an exact im2col per tile of output rows;
 - ``"einsum"``: a window view and ``xp.einsum``, the shortest code.
 
 ``algo="auto"`` (the default) picks one per shape and backend by a fixed rule
@@ -33,23 +34,26 @@ SHAPES = [
     ("32 -> 64 channels", (8, 32, 32, 32), (64, 32, 3, 3), 1, 1),
     ("strided", (8, 32, 28, 28), (64, 32, 3, 3), 2, 1),
 ]
-ALGOS = ["gemm", "rows", "shift", "einsum"]
+ALGOS = [a for a in F.ALGOS if a != "auto"]
 rng = np.random.default_rng(0)
 
 
-def time_interleaved(calls, rounds=7):
-    """Fastest time of each call in ms, over `rounds` rounds that run every call once.
+def time_calls(calls, rounds=3, repeat=3):
+    """Fastest time of each call in ms.
 
-    Interleaving spreads a slow spell of the machine over all the calls alike.
+    Each round runs every call in turn: once untimed (its scratch buffers,
+    shared between the algorithms, are sized for it again), then `repeat`
+    times timed, back to back, as a program that calls it runs. Rounds
+    spread a slow spell of a busy machine over all the calls alike.
     """
-    for fn in calls.values():
-        fn()  # warm-up: scratch buffers, caches
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(rounds):
         for name, fn in calls.items():
-            t0 = time.perf_counter()
             fn()
-            best[name] = min(best[name], 1e3 * (time.perf_counter() - t0))
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], 1e3 * (time.perf_counter() - t0))
     return best
 
 
@@ -66,7 +70,7 @@ for label, xs, ws, stride, pad in SHAPES:
     ref = F.conv2d(x, w, stride=stride, padding=pad, algo="einsum")
     calls = {a: lambda a=a: F.conv2d(x, w, stride=stride, padding=pad, algo=a) for a in ALGOS}
     diffs = {a: float(np.abs(call() - ref).max() / np.abs(ref).max()) for a, call in calls.items()}
-    for algo, ms in time_interleaved(calls).items():
+    for algo, ms in time_calls(calls).items():
         timings[label, algo] = ms
     g = F.conv_geometry(xs, ws, stride=stride, padding=pad)
     picks[label] = F.choose_algo(g, np, np.float32)
@@ -77,17 +81,21 @@ for label, xs, ws, stride, pad in SHAPES:
 # Time per algorithm
 # ------------------
 # Times are relative to the fastest algorithm for each shape (1.0 is the
-# fastest); the outlined bar is the one ``auto`` runs.
+# fastest); the outlined bar is the one ``auto`` runs. They were measured
+# while these pages were built, on whatever else that machine was doing: on
+# a busy machine, multi-threaded BLAS calls wait for their threads and the
+# figures scatter. ``xpcnn bench`` measures with more care, and the
+# Performance page of the user guide says what to expect on which CPU.
 
 for label, *_ in SHAPES:
     row = "  ".join(f"{a} {timings[label, a]:7.2f} ms" for a in ALGOS)
     print(f"{label:18} auto -> {picks[label]:5}  {row}")
 
 fig, ax = plt.subplots(figsize=(8, 4))
-width = 0.2
+width = 0.8 / len(ALGOS)
 for i, algo in enumerate(ALGOS):
     rel = [timings[label, algo] / min(timings[label, a] for a in ALGOS) for label, *_ in SHAPES]
-    bars = ax.bar(np.arange(len(SHAPES)) + (i - 1.5) * width, rel, width, label=algo)
+    bars = ax.bar(np.arange(len(SHAPES)) + (i - (len(ALGOS) - 1) / 2) * width, rel, width, label=algo)
     for bar, (label, *_) in zip(bars, SHAPES):
         if picks[label] == algo:
             bar.set_edgecolor("black")
@@ -104,8 +112,8 @@ plt.show()
 # Choosing by measurement
 # -----------------------
 # With ``xpcnn.config.conv_autotune = True`` the first ``algo="auto"`` call
-# with a new geometry, dtype and device times ``gemm``, ``rows`` and
-# ``shift`` on the real arrays and keeps the fastest, like PyTorch's
+# with a new geometry, dtype and device times ``gemm``, ``rows``, ``shift``
+# and ``tiles`` on the real arrays and keeps the fastest, like PyTorch's
 # ``torch.backends.cudnn.benchmark``. It is off by default because the winner
 # can change between processes, and with it the last bits of every result.
 # ``xpcnn bench --autotune`` prints each algorithm's time next to the pick.
