@@ -15,6 +15,7 @@ from __future__ import annotations
 from . import functional as F
 from .backend import Array
 from .functional._utils import check_float, check_same
+from .functional.loss import _grad_scale
 
 __all__ = ["Loss", "MSELoss", "SoftmaxCrossEntropy"]
 
@@ -139,6 +140,4 @@ class MSELoss(Loss):
     def backward(self, dloss=1.0):
         """Gradient ``2 * dloss * (output - target) / size`` with respect to the output."""
         (diff,) = self._cached()
-        scale = diff.dtype.type(2.0 / max(1, diff.size))
-        grad = diff * scale
-        return grad if isinstance(dloss, float) and dloss == 1.0 else grad * dloss
+        return diff * _grad_scale(dloss, 2.0 / max(1, diff.size), diff.dtype)

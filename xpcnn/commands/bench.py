@@ -267,7 +267,8 @@ def machine(xp) -> str:
         f"numpy {np.__version__} [{', '.join(blas)}]"
     )
     if backend.is_device(xp):
-        line += f"; cupy {xp.__version__} on {xp.cuda.runtime.getDeviceProperties(0)['name'].decode()}"
+        device = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)  # the current device, where the bench ran
+        line += f"; cupy {xp.__version__} on {device['name'].decode()}"
     return line
 
 

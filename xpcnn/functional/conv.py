@@ -216,13 +216,15 @@ def _pad(x: Array, g: ConvGeometry) -> Array:
 
 
 def _windows(xpad: Array, g: ConvGeometry) -> Array:
-    """Read-only view ``(N, G, C/G, OH, OW, KH, KW)`` of every receptive field."""
+    """View ``(N, G, C/G, OH, OW, KH, KW)`` of every receptive field (overlapping: never write to it)."""
     xp = get_array_module(xpad)
-    eKH, eKW = g.DH * (g.KH - 1) + 1, g.DW * (g.KW - 1) + 1
-    win = xp.lib.stride_tricks.sliding_window_view(xpad, (eKH, eKW), axis=(2, 3))
-    win = win[:, :, :: g.SH, :: g.SW, :: g.DH, :: g.DW][:, :, : g.OH, : g.OW]
-    n = xpad.shape[0]
-    return win.reshape(n, g.G, g.C // g.G, g.OH, g.OW, g.KH, g.KW)
+    # Strides by hand, not sliding_window_view: CuPy's checks the window shape
+    # on the device, a device-to-host sync per dimension on every call.
+    Cg = g.C // g.G
+    sN, sC, sH, sW = xpad.strides
+    shape = (xpad.shape[0], g.G, Cg, g.OH, g.OW, g.KH, g.KW)
+    strides = (sN, sC * Cg, sC, sH * g.SH, sW * g.SW, sH * g.DH, sW * g.DW)
+    return xp.lib.stride_tricks.as_strided(xpad, shape, strides)
 
 
 #: Per-chunk temporaries that fit the CPU's caches: measured faster than one
@@ -378,7 +380,10 @@ def _workspace(xp, role: str, shape: tuple, dtype) -> Array:
     """A scratch array kept between calls (per thread, backend, role and dtype).
 
     Reusing buffers avoids the page faults of fresh large allocations, which
-    cost NumPy more than the copy into them. Contents are undefined.
+    cost NumPy more than the copy into them. Contents are undefined. On a GPU
+    the buffers are also per device and per CUDA stream: work queued on one
+    stream may still be reading a buffer when another stream's work would
+    overwrite it. Each stream used keeps its own buffers.
     """
     cache = getattr(_buffers, "cache", None)
     if cache is None:
@@ -386,7 +391,7 @@ def _workspace(xp, role: str, shape: tuple, dtype) -> Array:
     size = 1
     for s in shape:
         size *= s
-    device = xp.cuda.Device().id if is_device(xp) else None
+    device = (xp.cuda.Device().id, xp.cuda.get_current_stream().ptr) if is_device(xp) else None
     key = (xp.__name__, device, role, dtype)  # a dtype object hashes faster than its str()
     buf = cache.get(key)
     if buf is None or buf.size < size:
@@ -438,8 +443,14 @@ def _forward_shift(x, w, g, y):
     xp = get_array_module(x)
     ph = _Phases(g)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
-    wg = _grouped_weights(w, g)
-    per_sample = x.itemsize * (ph.size + 2 * g.O * ph.L)
+    # Per-tap weights (KH, KW, G, Og, Cg), C-ordered on a GPU: CuPy would copy a
+    # strided operand of a batched matmul on every call. It copies the tap's
+    # input view (rows of L out of Wph-strided rows) anyway: counted below.
+    wt = _grouped_weights(w, g).transpose(3, 4, 0, 1, 2)
+    device = is_device(xp)
+    if device:
+        wt = xp.ascontiguousarray(wt)
+    per_sample = x.itemsize * (ph.size + 2 * g.O * ph.L + (g.C * ph.L if device else 0))
     step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
@@ -450,7 +461,7 @@ def _forward_shift(x, w, g, y):
         for k, tap in enumerate(ph.taps):
             i, j = divmod(tap[0], g.KW)
             xs = ph.slice(flat, tap).reshape(n, G, Cg, ph.L)
-            xp.matmul(wg[:, :, :, i, j], xs, out=acc if k == 0 else tmp)
+            xp.matmul(wt[i, j], xs, out=acc if k == 0 else tmp)
             if k:
                 acc += tmp
         y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
@@ -468,7 +479,9 @@ def _forward_rows(x, w, g, y):
     used = sorted({a for a, _ in rows})
     span = (max(r for _, r in rows) + g.OH) * ph.Wph
     wr = xp.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(g.KH, G, Og, Cg * g.KW)
-    per_sample = x.itemsize * (ph.size + len(used) * g.C * g.KW * span + 2 * g.O * ph.L)
+    # On a GPU, CuPy copies each kernel row's view of `shifted` (strided rows) for its matmul.
+    device_copy = g.C * g.KW * ph.L if is_device(xp) else 0
+    per_sample = x.itemsize * (ph.size + len(used) * g.C * g.KW * span + 2 * g.O * ph.L + device_copy)
     step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
@@ -706,7 +719,14 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         return dx, dw, dy.sum(axis=(0, 2, 3))
     G, Og, KK = g.G, g.O // g.G, g.KH * g.KW
     ph = _Phases(g)
+    # On a GPU the chunk's images lie side by side (the forward's im2col
+    # layout), so dw is one 2-D product per group (cuBLAS reads the transposed
+    # im2col as it is) and every batched operand is C-ordered: CuPy copies any
+    # other on every call. On NumPy, one block per image was measured faster.
+    device = is_device(xp)
     wkT = w.reshape(G, Og, g.K).transpose(0, 2, 1)
+    if device:
+        wkT = xp.ascontiguousarray(wkT)
     by_conv = need_dx and _dx_is_conv(g)
     dx = xp.empty_like(x) if need_dx and not by_conv else None
     dw = xp.zeros((G, Og, g.K), dtype=x.dtype)
@@ -718,17 +738,22 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         xc = x[n0 : n0 + step]
         n = xc.shape[0]
         flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
-        col = _workspace(xp, "col", (n, g.C, KK, ph.L), x.dtype)
-        _fill_col(ph, flat, col, images_inner=False)
-        colg = col.reshape(n, G, g.K, ph.L)
+        col = _workspace(xp, "col", (g.C, KK, n, ph.L) if device else (n, g.C, KK, ph.L), x.dtype)
+        _fill_col(ph, flat, col, images_inner=device)
         # dy in the output's uncropped frame: zero junk columns add nothing to dw.
-        dyf = _workspace(xp, "out", (n, g.O, g.OH, ph.Wph), x.dtype)
+        dyf = _workspace(xp, "out", (g.O, n, g.OH, ph.Wph) if device else (n, g.O, g.OH, ph.Wph), x.dtype)
         dyf[..., g.OW :] = 0
-        dyf[..., : g.OW] = dy[n0 : n0 + step]
-        dyg = dyf.reshape(n, G, Og, ph.L)
-        for k in range(n):  # one GEMM per image, accumulated: no (n, G, Og, K) temporary
-            xp.matmul(dyg[k], colg[k].transpose(0, 2, 1), out=dw_n)
+        dyf[..., : g.OW] = dy[n0 : n0 + step].transpose(1, 0, 2, 3) if device else dy[n0 : n0 + step]
+        if device:
+            colg, dyg = col.reshape(G, g.K, n * ph.L), dyf.reshape(G, Og, n * ph.L)
+            for k in range(G):
+                xp.matmul(dyg[k], colg[k].T, out=dw_n[k])
             dw += dw_n
+        else:
+            colg, dyg = col.reshape(n, G, g.K, ph.L), dyf.reshape(n, G, Og, ph.L)
+            for k in range(n):  # one GEMM per image, accumulated: no (n, G, Og, K) temporary
+                xp.matmul(dyg[k], colg[k].transpose(0, 2, 1), out=dw_n)
+                dw += dw_n
         if dx is None:
             continue
         xp.matmul(wkT, dyg, out=colg)  # the im2col gradient, in the im2col buffer
@@ -737,7 +762,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         gflat = grad.reshape(*ph.shape(n)[:4], -1)
         for tap in ph.taps:  # col2im: one contiguous add per tap
             _, a, b, s0 = tap
-            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, :, tap[0], :]
+            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, tap[0]].transpose(1, 0, 2) if device else col[:, :, tap[0], :]
         ph.merge(grad, dx[n0 : n0 + step])
     if by_conv:
         dx = _dx_by_conv(dy, w, g)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from ..backend import get_array_module
 from ._utils import check_float, check_ndim
 from .activations import log_softmax, softmax
@@ -113,8 +115,19 @@ def cross_entropy_backward(logits, labels, dloss=1.0, *, check_range=True):
         index, valid = _unchecked(labels, logits.shape[1], xp)
         grad[xp.arange(n), index] -= 1
         grad = xp.where(valid[:, None], grad, xp.nan).astype(logits.dtype, copy=False)
-    if isinstance(dloss, (int, float)):  # Python and NumPy scalars: no upcast of float32
-        grad *= logits.dtype.type(dloss / n)
-    else:  # a 0-d array (the loss's gradient), possibly on the device
-        grad *= xp.asarray(dloss, dtype=logits.dtype) / n
+    grad *= _grad_scale(dloss, 1 / n, logits.dtype)
     return grad
+
+
+def _grad_scale(dloss, factor: float, dtype):
+    """``dloss * factor`` in `dtype`, to multiply a gradient of that dtype.
+
+    `dloss` is a Python or NumPy scalar (made a scalar of `dtype` on the
+    host) or a 0-d array on any backend (cast there: no device read). Under
+    NEP 50 (NumPy 2, CuPy 14) a float64 NumPy scalar or 0-d array times a
+    float32 array is float64, so the dtype is made explicit here.
+    """
+    if isinstance(dloss, numbers.Real):
+        return dtype.type(float(dloss) * factor)
+    xp = get_array_module(dloss)
+    return xp.asarray(dloss, dtype=dtype) * dtype.type(factor)
