@@ -46,11 +46,12 @@ distribution at construction, on the default backend
 
 ``fan_in = in_channels / groups * KH * KW`` (``in_features`` for Dense) and
 ``fan_out = out_channels / groups * KH * KW``. The ``seed`` argument takes
-an int (a fresh ``default_rng(seed)`` of the default backend), ``None``
-(fresh entropy) or an existing generator (NumPy's or CuPy's
-``default_rng(...)``; share one across layers to seed a whole network with
-one number). CuPy's generator gives different numbers than NumPy's for the
-same seed, so a seed is reproducible per backend, not across backends.
+an int (a fresh NumPy ``default_rng(seed)``: weights are drawn on the host,
+then moved to the default backend, so a seed gives the same weights on
+NumPy and CuPy), ``None`` (fresh entropy) or an existing generator (NumPy's
+or CuPy's ``default_rng(...)``; share one across layers to seed a whole
+network with one number). CuPy's generator gives different numbers than
+NumPy's for the same seed.
 """
 
 from __future__ import annotations
@@ -93,7 +94,12 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _generator(seed: Any):
-    """A random generator: `seed` itself if it is one, else ``default_rng(seed)`` of the default backend."""
+    """A random generator: `seed` itself if it is one, else NumPy's ``default_rng(seed)``.
+
+    Initial weights are drawn on the host and then moved (once, by
+    :func:`_uniform`): a CuPy generator per layer would hold 32,768 curand
+    states, and the same seed now gives the same weights on every backend.
+    """
     if _blueprint.on:
         return None
     if hasattr(seed, "random") and not isinstance(seed, (int, float, str)):
@@ -103,7 +109,7 @@ def _generator(seed: Any):
             seed = int_arg(seed, "seed", 0)
         except TypeError:
             raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}") from None
-    return backend.module().random.default_rng(seed)
+    return backend.module("numpy").random.default_rng(seed)
 
 
 class _Blueprint(threading.local):

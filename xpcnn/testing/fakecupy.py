@@ -512,7 +512,7 @@ def _copied(a: _np.ndarray) -> _np.ndarray:
     return _np.ascontiguousarray(a)
 
 
-def matmul(a: ndarray, b: ndarray, out: ndarray | None = None) -> ndarray:
+def matmul(a: ndarray, b: ndarray, /, out: ndarray | None = None) -> ndarray:
     """Matrix product, with the copies CuPy's ``matmul`` makes counted and made.
 
     A matrix product of at most two dimensions (``cupy.dot``) reads C- or
