@@ -37,6 +37,11 @@ def import_optional(name: str, what: str = "predicting over a Dask array"):
     ModuleNotFoundError
         If the module cannot be imported; the message names `what` needs it
         and the install command.
+
+    Examples
+    --------
+    >>> import_optional("dask.array").__name__
+    'dask.array'
     """
     try:
         return importlib.import_module(name)
@@ -48,7 +53,14 @@ def import_optional(name: str, what: str = "predicting over a Dask array"):
 
 
 def is_dask_array(x: Any) -> bool:
-    """Whether `x` is a ``dask.array.Array`` (checked by type, without importing Dask)."""
+    """Whether `x` is a ``dask.array.Array`` (checked by type, without importing Dask).
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da
+    >>> is_dask_array(da.zeros(3)), is_dask_array(np.zeros(3))
+    (True, False)
+    """
     return any(t.__module__.startswith("dask.array") and t.__name__ == "Array" for t in type(x).__mro__)
 
 
@@ -63,6 +75,16 @@ def models_received() -> int:
     computation: each worker's count grows by at most one per ``predict``
     graph, however many chunks it computed, since the weights travel to each
     worker once.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from xpcnn import Sequential, Dense
+    >>> model = Sequential(Dense(2, 1, seed=0))
+    >>> before = models_received()
+    >>> _ = model.predict(da.ones((4, 2), dtype="float32", chunks=2)).compute(scheduler="threads")
+    >>> models_received() - before  # threads share the model: nothing was unpickled
+    0
     """
     return _received
 
