@@ -76,6 +76,18 @@ def test_output_holds_predicts_values(tmp_path, capsys, scheduler, model_file, i
     assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(inp), os.path.basename(out)])  # no partial left
 
 
+@pytest.mark.parametrize("out", ["y.npy", "y.zarr"])
+def test_an_older_output_is_replaced(tmp_path, capsys, scheduler, model_file, out):
+    out = str(tmp_path / out)
+    for seed in (4, 5):
+        x = np.random.default_rng(seed).random((20, 2, 10, 10), dtype=np.float32)
+        np.save(tmp_path / "x.npy", x)
+        assert main(["predict", model_file, str(tmp_path / "x.npy"), "--out", out, "--batch-size", "16",
+                     "--no-progress", "--scheduler", scheduler]) == 0
+    np.testing.assert_array_equal(read_output(out), expected(model_file, x))
+    assert sorted(os.listdir(tmp_path)) == sorted(["x.npy", os.path.basename(out)])
+
+
 def test_uint8_single_channel_is_scaled_as_the_loaders(tmp_path, capsys, scheduler):
     """(N, H, W) uint8 is read as (N, 1, H, W) float32 pixel / 255, as xpcnn.data.load_mnist gives."""
     model = Sequential(Conv2D(1, 3, 3, seed=0), ReLU(), Flatten(), Dense(3 * 6 * 6, 5, seed=1))
