@@ -10,8 +10,8 @@ array arrives, so ``import xpcnn`` stays light.
 The model enters the task graph once, as one key that every chunk's task
 depends on: Dask computes it on one worker and copies it to each other worker
 the first time that worker needs it, so the weights cross the network once
-per worker, not once per chunk (what dask-ml's ``ParallelPostFit`` and
-``client.scatter(..., broadcast=True)`` achieve too).
+per worker, not once per chunk (as ``client.scatter(model, broadcast=True)``
+would, but with any scheduler).
 """
 
 from __future__ import annotations
