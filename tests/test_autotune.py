@@ -103,11 +103,17 @@ def test_explicit_algo_never_tunes(xp, rng, counted):
 
 
 def test_rule_picks_gemm_for_strides_and_few_channels():
-    def g(C, stride=1, N=4):
-        return F.conv_geometry((N, C, 16, 16), (8, C, 3, 3), stride)
+    def g(C, stride=1, N=4, groups=1):
+        return F.conv_geometry((N, C, 16, 16), (8, C // groups, 3, 3), stride, groups=groups)
 
     assert F.rule_algo(g(16, stride=2)) == "gemm"
     assert F.rule_algo(g(3)) == "gemm"
     assert F.rule_algo(g(16)) == "rows"
     assert F.rule_algo(g(3, N=1)) == "tiles"
     assert F.rule_algo(g(16, N=1)) == "tiles"
+    # A stride along one axis is enough: each of H and W is looked at.
+    assert F.rule_algo(g(16, stride=(1, 2))) == "gemm"
+    assert F.rule_algo(g(16, stride=(2, 1))) == "gemm"
+    # The channel condition counts the channels of one group: 16 in 4 groups is 4 per group.
+    assert F.rule_algo(g(16, groups=4)) == "gemm"
+    assert F.rule_algo(g(16, groups=2)) == "rows"

@@ -178,6 +178,12 @@ def test_mnist_round_trip(tmp_path, gz):
     check_round_trip(load_mnist(tmp_path), arrays)
 
 
+def test_mnist_raw_file_wins_over_its_gz_copy(tmp_path):
+    make_mnist(tmp_path, gz=(True,) * 4, n_train=4, n_test=2, seed=1)
+    arrays = make_mnist(tmp_path, gz=(False,) * 4, seed=0)  # other contents, other counts
+    check_round_trip(load_mnist(tmp_path), arrays)
+
+
 def test_mnist_dotted_names_and_pathlike(tmp_path):
     arrays = make_mnist(tmp_path, gz=(True, False, True, False), dotted=True)
     check_round_trip(load_mnist(str(tmp_path)), arrays)

@@ -184,6 +184,20 @@ def test_init_bounds_and_spread(init):
         assert not b.any()
 
 
+@pytest.mark.parametrize("init", ["he", "glorot", "torch"])
+def test_grouped_init_bounds_count_one_group(init):
+    # 4 groups: each output sees 32 / 4 = 8 input channels, fan_in 8 * 3 * 3 = 72, fan_out 64 / 4 * 9 = 144.
+    layer = Conv2D(32, 64, 3, groups=4, init=init, seed=0)
+    w = layer.params["weight"]
+    assert w.shape == (64, 8, 3, 3)
+    bound = {"he": math.sqrt(6 / 72), "glorot": math.sqrt(6 / (72 + 144)), "torch": 1 / math.sqrt(72)}[init]
+    assert np.abs(w).max() <= bound
+    assert abs(w.std() - bound / math.sqrt(3)) < 0.03 * bound
+    if init == "torch":
+        b = layer.params["bias"]
+        assert 0.75 / math.sqrt(72) < np.abs(b).max() <= 1 / math.sqrt(72)
+
+
 def test_init_on_default_backend(xp):
     with backend.use(_name(xp)):
         layer = Conv2D(2, 3, 3, seed=0)

@@ -184,6 +184,33 @@ def test_fit_is_reproducible_with_seeds(rng):
     assert not np.array_equal(run(3), run(4))
 
 
+class _Seen(Flatten):
+    """Flatten that notes the sample ids (column 0 of its input) of every training batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids = []
+
+    def forward(self, x, training=False):
+        if training:
+            self.ids.extend(int(v) for v in to_host(x[:, 0]))
+        return super().forward(x, training)
+
+
+@pytest.mark.parametrize("batch_size", [7, 50])
+def test_fit_visits_samples_in_a_new_order_every_epoch(rng, batch_size):
+    n, epochs = 50, 3
+    x = np.column_stack([np.arange(n), rng.standard_normal(n)]).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    seen = _Seen()
+    Sequential(seen, Dense(2, 3, seed=0)).fit(x, y, epochs=epochs, batch_size=batch_size, seed=0, progress=False)
+    orders = [seen.ids[e * n:(e + 1) * n] for e in range(epochs)]
+    assert len(seen.ids) == epochs * n
+    for order in orders:  # every sample once per epoch, not in storage order
+        assert sorted(order) == list(range(n)) and order != list(range(n))
+    assert len({tuple(order) for order in orders}) == epochs
+
+
 # ---------------------------------------------------------------- robustness
 def _dense_problem(rng, n=48):
     x = rng.standard_normal((n, 6)).astype(np.float32)
