@@ -1,24 +1,32 @@
-"""Training throughput of a LeNet-5-sized CNN: xpcnn against the same network in PyTorch.
+"""Training throughput of LeNet-5 on MNIST: xpcnn's ``fit`` against the same loop in PyTorch.
 
 Usage (from the repository root)::
 
-    python benchmarks/train_throughput.py [--threads 2] [--batch 64] [--steps 20] [--repeat 7]
-                                          [--backend numpy|cupy] [--layers]
+    python benchmarks/train_throughput.py [--data-dir ../shared/data/mnist] [--threads 1]
+                                          [--batch 32] [--steps 20] [--rounds 21] [--layers]
 
-One training step is what ``Sequential.fit`` does per batch: forward with
-caches, softmax cross-entropy, backward, an Adam step. The network is
-``xpcnn.models.lenet5`` (61,706 parameters; 28x28 inputs, random
-data); PyTorch gets the same layers with the same initial weights. Each
-repeat times `--steps` consecutive steps; the figure is the median over
-`--repeat` repeats after a warm-up, in samples per second. Both libraries
-run on the same number of threads (threadpoolctl for NumPy's BLAS,
-``torch.set_num_threads`` for PyTorch); on ``--backend cupy`` PyTorch runs
-on CUDA if it can. PyTorch is optional: without it only xpcnn's figure is
-printed. ``--layers`` adds xpcnn's time per layer, forward and backward.
+Each library runs in its own process (a worker started by this script), on
+the same number of threads (threadpoolctl for NumPy's BLAS,
+``torch.set_num_threads`` for PyTorch), with the same initial weights
+(``xpcnn.models.lenet5(seed=0)``, copied into ``torch.nn`` layers). A round
+asks each worker in turn to train on the next ``steps * batch`` samples of
+the MNIST training set (random images where `--data-dir` has no MNIST):
 
-This is a script, not an asv benchmark (nothing here starts with
-``time_``); ``benchmarks/bench_pipeline.py`` tracks a digits training step
-in asv.
+- xpcnn: ``model.fit(x, y, epochs=1, batch_size=batch, optimizer=Adam(1e-3))``
+  (shuffling, the per-batch checks, the loss and accuracy sums included);
+- PyTorch: the usual loop: a random permutation, ``x[idx]``, ``zero_grad``,
+  forward, ``CrossEntropyLoss``, ``backward``, ``Adam.step`` and
+  ``loss.item()`` per batch.
+
+The workers take turns (which one goes first alternates), with a short pause
+between turns so that a BLAS pool spinning after one turn does not slow the
+other. The figure is the median over rounds of the per-round ratio of
+samples per second (xpcnn / PyTorch), so a round slowed by other processes
+on a shared machine slows both sides of its ratio alike. ``--layers`` adds
+xpcnn's time per layer (forward, backward; median of repeats).
+
+This is a script, not an asv benchmark; ``benchmarks/bench_pipeline.py``
+tracks a digits training step in asv.
 """
 
 from __future__ import annotations
@@ -27,45 +35,68 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
 import numpy as np
 
-from xpcnn import backend
-from xpcnn.models import lenet5
-from xpcnn.losses import SoftmaxCrossEntropy
-from xpcnn.optim import Adam
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # this checkout's xpcnn, whatever is installed
+DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist")
 
 
-def measure(step, sync, steps: int, repeat: int) -> float:
-    """Median seconds of `steps` consecutive calls of `step()`, over `repeat` repeats after a warm-up."""
-    for _ in range(3):
-        step()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def load(data_dir: str | None, n: int):
+    """``n`` MNIST training samples (float32 (n, 1, 28, 28), int64 (n,)), or random ones."""
+    from xpcnn import data
+
+    try:
+        (x, y), _ = data.load_mnist(data_dir)
+        return x[:n], y[:n], "MNIST"
+    except (FileNotFoundError, TypeError):
+        rng = np.random.default_rng(0)
+        return rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n), "random images"
 
 
-def xpcnn_step(model, x, y):
-    loss, opt = SoftmaxCrossEntropy(), Adam(1e-3)
+def _xpcnn_runner(args, x, y):
+    from xpcnn.models import lenet5
+    from xpcnn.optim import Adam
 
-    def step():
-        loss(model.forward(x, training=True), y, check_range=False)
-        model.backward(loss.backward())
-        opt.step(model)
+    model, opt = lenet5(seed=0), Adam(1e-3)
 
-    return step
+    def run(lo, hi, seed):
+        model.fit(x[lo:hi], y[lo:hi], epochs=1, batch_size=args.batch, optimizer=opt, seed=seed, progress=False)
+
+    return run
 
 
-def torch_model(torch, model):
-    """The same network in PyTorch, with the xpcnn model's initial weights."""
+def _torch_runner(args, x, y):
+    import torch
+
+    from xpcnn.models import lenet5
+
+    torch.set_num_threads(args.threads)
+    net = torch_twin(torch, lenet5(seed=0))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    lossf = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def run(lo, hi, seed):
+        gen = torch.Generator().manual_seed(seed)
+        total = 0.0
+        for idx in (torch.randperm(hi - lo, generator=gen) + lo).split(args.batch):
+            xb, yb = xt[idx], yt[idx]
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(net(xb), yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+
+    return run
+
+
+def torch_twin(torch, model):
+    """LeNet-5 in ``torch.nn`` with `model`'s weights."""
     nn = torch.nn
     t = nn.Sequential(
         nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -76,26 +107,60 @@ def torch_model(torch, model):
     theirs = [m for m in t if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
         for a, b in zip(ours, theirs):
-            b.weight.copy_(torch.from_numpy(backend.to_numpy(a.params["weight"])))
-            b.bias.copy_(torch.from_numpy(backend.to_numpy(a.params["bias"])))
+            b.weight.copy_(torch.from_numpy(np.asarray(a.params["weight"])))
+            b.bias.copy_(torch.from_numpy(np.asarray(a.params["bias"])))
     return t
 
 
-def torch_step(torch, net, x, y):
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    lossf = torch.nn.CrossEntropyLoss()
+def worker(args) -> None:
+    """Serve turns on stdin/stdout: ``go`` -> seconds for the next ``steps * batch`` samples."""
+    from threadpoolctl import threadpool_limits
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        lossf(net(x), y).backward()
-        opt.step()
+    threadpool_limits(args.threads)
+    chunk = args.steps * args.batch
+    x, y, _ = load(args.data_dir, chunk * 8)
+    run = (_xpcnn_runner if args.worker == "xpcnn" else _torch_runner)(args, x, y)
+    run(0, chunk, 0)  # warm-up: buffers, caches, allocator
+    print("ready", flush=True)
+    turn = 0
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        lo = (turn % 8) * chunk
+        t0 = time.perf_counter()
+        run(lo, lo + chunk, turn)
+        print(time.perf_counter() - t0, flush=True)
+        turn += 1
 
-    return step
+
+class Worker:
+    def __init__(self, name: str, args):
+        argv = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(args.threads),
+                "--batch", str(args.batch), "--steps", str(args.steps), "--data-dir", args.data_dir]
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the {name} worker did not start (see its error above)")
+
+    def turn(self) -> float:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
-def layer_times(model, x, y, repeat: int, sync):
-    """xpcnn's median forward and backward seconds per layer (training mode)."""
-    rows = []
+def layer_times(batch: int, repeat: int):
+    """xpcnn's median forward and backward seconds per layer of LeNet-5 (training mode)."""
+    from xpcnn.losses import SoftmaxCrossEntropy
+    from xpcnn.models import lenet5
+
+    model = lenet5(seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
     loss = SoftmaxCrossEntropy()
     acts = [x]
     for layer in model:
@@ -104,90 +169,78 @@ def layer_times(model, x, y, repeat: int, sync):
     grads = [loss.backward()]
     for layer in reversed(model.layers):
         grads.append(layer.backward(grads[-1]))
-    grads = grads[::-1]  # grads[i] = gradient w.r.t. the output of layer i-1
+    grads = grads[::-1]  # grads[i] = gradient w.r.t. the output of layer i - 1
+    rows = []
     for i, layer in enumerate(model):
         fwd, bwd = [], []
         for _ in range(repeat):
             t0 = time.perf_counter()
             layer.forward(acts[i], training=True)
-            sync()
             t1 = time.perf_counter()
             layer.backward(grads[i + 1])
-            sync()
-            t2 = time.perf_counter()
+            bwd.append(time.perf_counter() - t1)
             fwd.append(t1 - t0)
-            bwd.append(t2 - t1)
         rows.append((repr(layer), statistics.median(fwd), statistics.median(bwd)))
     return rows
 
 
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA, help="folder with the MNIST IDX files")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20, help="training steps per turn")
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--pause", type=float, default=0.2, help="seconds between turns")
     parser.add_argument("--layers", action="store_true", help="also print xpcnn's time per layer")
+    parser.add_argument("--worker", choices=("xpcnn", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.threads, args.batch, args.steps, args.repeat) < 1:
-        parser.error("--threads, --batch, --steps and --repeat must be >= 1")
+    if min(args.threads, args.batch, args.steps, args.rounds) < 1:
+        parser.error("--threads, --batch, --steps and --rounds must be >= 1")
+    if args.worker:
+        worker(args)
+        return 0
 
-    xp = backend.module(args.backend)
-    with backend.use(args.backend):
-        model = lenet5(seed=0)
-    rng = np.random.default_rng(0)
-    x_host = rng.random((args.batch, 1, 28, 28), dtype=np.float32)
-    y_host = rng.integers(0, 10, args.batch)
-    x, y = xp.asarray(x_host), xp.asarray(y_host)
+    import torch  # only to name its version; the worker imports it again
 
+    _, _, source = load(args.data_dir, 1)
+    print(f"{cpu_model()}, {os.cpu_count()} CPUs; python {platform.python_version()}, numpy {np.__version__}, "
+          f"torch {torch.__version__}; {args.threads} threads each")
+    print(f"LeNet-5 on {source}, batch {args.batch}, Adam: {args.rounds} rounds of {args.steps} steps per library, "
+          "each in its own process, taking turns")
+    workers = [Worker("xpcnn", args), Worker("torch", args)]
+    times: dict[str, list[float]] = {"xpcnn": [], "torch": []}
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("threadpoolctl is not installed: NumPy's BLAS uses its own thread count", file=sys.stderr)
-        limits = None
-    else:
-        limits = threadpool_limits(args.threads)
-
-    def sync():
-        backend.synchronize(xp)
-
-    try:
-        torch = __import__("torch")
-    except ImportError:
-        torch = None
-
-    print(f"python {platform.python_version()}, numpy {np.__version__}, backend {args.backend}, "
-          f"{args.threads} threads, {os.cpu_count()} CPUs; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    print(f"LeNet-5 (61,706 parameters), 28x28 inputs, batch {args.batch}: "
-          f"median of {args.repeat} x {args.steps} training steps (forward, backward, Adam)")
-    torch_model_copy = torch_model(torch, model) if torch is not None else None  # weights before any step
-    t_ours = measure(xpcnn_step(model, x, y), sync, args.steps, args.repeat)
-    ours = args.batch * args.steps / t_ours
-    print(f"  xpcnn   {ours:10.0f} samples/s   ({t_ours / args.steps * 1e3:.2f} ms per step)")
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-        device = "cpu"
-        if args.backend == "cupy" and torch.cuda.is_available():
-            device = "cuda"
-        net = torch_model_copy.to(device)
-        xt, yt = torch.from_numpy(x_host).to(device), torch.from_numpy(y_host).to(device)
-        tsync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        t_ref = measure(torch_step(torch, net, xt, yt), tsync, args.steps, args.repeat)
-        theirs = args.batch * args.steps / t_ref
-        print(f"  PyTorch {theirs:10.0f} samples/s   ({t_ref / args.steps * 1e3:.2f} ms per step; "
-              f"torch {torch.__version__} on {device})")
-        print(f"  ratio xpcnn / PyTorch: {ours / theirs:.2f}  (PyTorch is {theirs / ours:.1f}x faster)"
-              if theirs > ours else f"  ratio xpcnn / PyTorch: {ours / theirs:.2f}")
-    else:
-        print("  PyTorch not installed: no ratio")
+        for r in range(args.rounds):
+            for w in workers if r % 2 == 0 else workers[::-1]:
+                time.sleep(args.pause)
+                times[w.name].append(w.turn())
+    finally:
+        for w in workers:
+            w.close()
+    samples = args.steps * args.batch
+    ratios = [t / o for o, t in zip(times["xpcnn"], times["torch"])]
+    for name in ("xpcnn", "torch"):
+        rates = [samples / t for t in times[name]]
+        print(f"  {name:6s} {statistics.median(rates):8.0f} samples/s median, {max(rates):8.0f} best")
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(f"  ratio xpcnn / PyTorch (samples/s): median {statistics.median(ratios):.2f}, "
+          f"quartiles {q[0]:.2f}-{q[-1]:.2f}; best round of each: {min(times['torch']) / min(times['xpcnn']):.2f}")
     if args.layers:
-        print("xpcnn per layer (median ms, forward / backward):")
-        for name, f, b in layer_times(model, x, y, args.repeat * 3, sync):
-            print(f"  {name:70s} {f * 1e3:7.3f} / {b * 1e3:7.3f}")
-    if limits is not None:
-        limits.restore_original_limits()
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(args.threads):
+            print("xpcnn per layer (median ms, forward / backward):")
+            for name, f, b in layer_times(args.batch, 50):
+                print(f"  {name:40s} {f * 1e3:7.3f} / {b * 1e3:7.3f}")
     return 0
 
 

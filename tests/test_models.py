@@ -8,6 +8,7 @@ import pytest
 
 from xpcnn import backend, models
 from xpcnn.layers import Conv2D, Dense
+from xpcnn.optim import Adam
 
 
 def _torch_twin(model):
@@ -69,3 +70,23 @@ def test_recipes_name_a_network_and_settings():
     assert models.RECIPES["mnist"]["model"] is models.mnist_default
     for recipe in models.RECIPES.values():
         assert recipe["epochs"] >= 1 and recipe["batch_size"] >= 1 and set(recipe["lr"]) == {"adam", "sgd"}
+
+
+def test_lenet5_training_steps_match_torch():
+    """Three Adam steps of fit on LeNet-5 end with PyTorch's weights, to float32 rounding."""
+    model = models.lenet5(seed=0)
+    torch, twin = _torch_twin(model)
+    rng = np.random.default_rng(2)
+    x = rng.random((24, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 24)
+    model.fit(x, y, epochs=1, batch_size=8, optimizer=Adam(1e-3), shuffle=False, progress=False)
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    for i in range(0, 24, 8):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(twin(torch.tensor(x[i:i + 8])), torch.tensor(y[i:i + 8])).backward()
+        opt.step()
+    theirs = [p.detach().numpy() for p in twin.parameters()]
+    ours = [backend.to_numpy(layer.params[name]) for layer, name in model.parameters()]
+    for a, b in zip(ours, theirs):
+        # Adam moves each weight by about lr per step whatever the gradient's size: compare on that scale.
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6)

@@ -207,16 +207,23 @@ class Adam(Optimizer):
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p)
             state["exp_avg_sq"] = xp.zeros_like(p)
+            state["scratch"] = xp.empty_like(p)  # every temporary below, in turn: no allocation per step
         state["step"] += 1
-        m, v, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
-        m += (g - m) * t(1.0 - beta1)
+        m, v, step, tmp = state["exp_avg"], state["exp_avg_sq"], state["step"], state["scratch"]
+        xp.subtract(g, m, out=tmp)
+        tmp *= t(1.0 - beta1)
+        m += tmp
         v *= t(beta2)
-        v += g * g * t(1.0 - beta2)
+        xp.multiply(g, g, out=tmp)
+        tmp *= t(1.0 - beta2)
+        v += tmp
         step_size = self.lr / (1.0 - beta1**step)
-        denom = xp.sqrt(v)
+        denom = xp.sqrt(v, out=tmp)
         denom /= t(math.sqrt(1.0 - beta2**step))
         denom += t(self.eps)
-        p -= m / denom * t(step_size)
+        xp.divide(m, denom, out=tmp)
+        tmp *= t(step_size)
+        p -= tmp
 
     def __repr__(self):
         return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay})"
