@@ -10,7 +10,7 @@ from conftest import to_host, to_xp
 from xpcnn import backend
 from xpcnn.layers import Dense
 from xpcnn.model import Sequential
-from xpcnn.optim import SGD, Adam
+from xpcnn.optim import SGD, Adam, StepLR
 
 
 def scalar_layer(value=1.0):
@@ -167,3 +167,48 @@ def test_step_without_gradient_raises():
 def test_bad_hyperparameters(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+@pytest.mark.parametrize("step_size, gamma", [(1, 0.5), (3, 0.1), (2, 1.0)])
+def test_step_lr_matches_torch(step_size, gamma):
+    torch = pytest.importorskip("torch")
+    opt = SGD(0.3)
+    schedule = StepLR(opt, step_size, gamma)
+    t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.3)
+    t_schedule = torch.optim.lr_scheduler.StepLR(t_opt, step_size, gamma)
+    for _ in range(8):
+        assert opt.lr == pytest.approx(t_opt.param_groups[0]["lr"], rel=1e-12)
+        schedule.step()
+        t_opt.step()
+        t_schedule.step()
+
+
+def test_fit_steps_the_schedule_after_each_epoch(rng):
+    x = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+
+    def model():
+        return Sequential(Dense(5, 3, seed=0))
+
+    scheduled, opt = model(), Adam(0.1)
+    scheduled.fit(x, y, epochs=3, batch_size=8, optimizer=opt, scheduler=StepLR(opt, 1, 0.5),
+                  seed=np.random.default_rng(7), progress=False)
+    assert opt.lr == pytest.approx(0.1 * 0.5**3)
+    by_hand, opt2, order = model(), Adam(0.1), np.random.default_rng(7)
+    for epoch in range(3):  # the same shuffles: one generator carried through
+        opt2.lr = 0.1 * 0.5**epoch
+        by_hand.fit(x, y, epochs=1, batch_size=8, optimizer=opt2, seed=order, progress=False)
+    np.testing.assert_array_equal(scheduled[0].params["weight"], by_hand[0].params["weight"])
+
+
+def test_step_lr_errors():
+    opt = Adam()
+    with pytest.raises(TypeError, match="optimizer must be an xpcnn.optim.Optimizer, got str"):
+        StepLR("adam", 2)
+    with pytest.raises(ValueError, match="step_size must be an int >= 1, got 0"):
+        StepLR(opt, 0)
+    with pytest.raises(ValueError, match="gamma must be >= 0.0, got -1.0"):
+        StepLR(opt, 1, gamma=-1)
+    with pytest.raises(ValueError, match="must schedule the optimizer given to fit"):
+        Sequential(Dense(2, 2)).fit(np.zeros((4, 2), np.float32), np.zeros(4, int), optimizer=Adam(),
+                                    scheduler=StepLR(opt, 1), progress=False)

@@ -79,11 +79,12 @@ def test_train_and_evaluate_on_mnist_files(tmp_path, capsys):
         _write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     out = tmp_path / "lenet.npz"
-    argv = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--batch-size", "16",
-            "--optimizer", "sgd", "--lr", "0.01", "--out", str(out), "--no-plot", "--no-progress"]
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "2", "--batch-size", "16",
+            "--optimizer", "sgd", "--lr", "0.01", "--lr-step", "1", "--out", str(out), "--no-plot", "--no-progress"]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "mnist: 64 training and 32 test samples" in stdout and "SGD(lr=0.01, momentum=0.9" in stdout
+    assert "lr x0.1 every 1 epochs; 2 epochs of batch 16" in stdout
     assert Sequential.load(out).input_shape == (1, 28, 28)
     assert main(["evaluate", str(out), "--dataset", "mnist", "--data-dir", str(tmp_path)]) == 0
     assert "(32 samples)" in capsys.readouterr().out
@@ -112,6 +113,7 @@ def test_python_m_xpcnn_train_subprocess(tmp_path):
         (["train", "--batch-size", "-4"], "--batch-size: expected a positive integer"),
         (["train", "--lr", "0"], "--lr: expected a positive number, got '0'"),
         (["train", "--lr", "nan"], "expected a positive number"),
+        (["train", "--lr-step", "-1"], "--lr-step: expected an integer >= 0, got '-1'"),
         (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
         (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
         (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),

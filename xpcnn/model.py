@@ -378,7 +378,7 @@ class Sequential:
 
     # ------------------------------------------------------------------ training
     def fit(self, x, y, epochs=1, batch_size=32, optimizer: Optimizer | None = None, loss: Loss | None = None,
-            validation_data=None, shuffle=True, seed=None, progress=True) -> dict:
+            validation_data=None, shuffle=True, seed=None, progress=True, scheduler=None) -> dict:
         """Train with mini-batches; returns the per-epoch history.
 
         Every argument is checked before the first step: the input shape
@@ -406,6 +406,9 @@ class Sequential:
         progress : bool, default True
             Show a tqdm progress bar per epoch with the running loss and
             accuracy (skipped with a warning if tqdm is not installed).
+        scheduler : StepLR, optional
+            A learning-rate schedule of `optimizer`; its ``step()`` is called
+            at the end of every epoch.
 
         Returns
         -------
@@ -442,6 +445,8 @@ class Sequential:
             raise TypeError(f"optimizer must be an xpcnn.optim.Optimizer, got {type(optimizer).__name__}")
         if not isinstance(loss, Loss):
             raise TypeError(f"loss must be an xpcnn.losses.Loss, got {type(loss).__name__}")
+        if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError(f"scheduler {scheduler!r} must schedule the optimizer given to fit ({optimizer!r})")
         x = self._inputs(x)
         y = self._targets(y, x, loss)
         val = None
@@ -472,6 +477,8 @@ class Sequential:
                         record.update({f"val_{k}": v for k, v in self._evaluate(*val, 256, loss).items()})
                     for k, v in record.items():
                         history[k].append(v)
+                    if scheduler is not None:
+                        scheduler.step()
                     if bar is not None:
                         bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()}, refresh=False)
                 finally:

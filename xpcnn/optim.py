@@ -1,4 +1,5 @@
-"""Optimizers with PyTorch's update rules: :class:`SGD` and :class:`Adam`.
+"""Optimizers with PyTorch's update rules: :class:`SGD` and :class:`Adam`;
+a learning-rate schedule, :class:`StepLR`.
 
 ``opt.step(model)`` reads every parameter's gradient (what
 ``model.backward`` left in ``layer.grads``) and updates ``layer.params`` in
@@ -20,7 +21,7 @@ from . import backend
 from .backend import Array, get_array_module
 from .functional._utils import real_arg
 
-__all__ = ["Adam", "Optimizer", "SGD"]
+__all__ = ["Adam", "Optimizer", "SGD", "StepLR"]
 
 
 def _parameters(model: Any) -> list:
@@ -227,3 +228,57 @@ class Adam(Optimizer):
 
     def __repr__(self):
         return f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay})"
+
+
+class StepLR:
+    """Multiply an optimizer's learning rate by `gamma` every `step_size` epochs.
+
+    As ``torch.optim.lr_scheduler.StepLR``: after ``e`` calls of
+    :meth:`step` (one per epoch; ``fit(..., scheduler=...)`` makes them), the
+    rate is ``base_lr * gamma ** (e // step_size)``, where ``base_lr`` is the
+    optimizer's rate when the schedule was made.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+        Its ``lr`` is set by each :meth:`step`.
+    step_size : int
+        Epochs between two decays, >= 1.
+    gamma : float, default 0.1
+        Factor of each decay, >= 0.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If `optimizer` is not an :class:`Optimizer`, `step_size` is not an
+        int >= 1 or `gamma` is not a number >= 0.
+
+    Examples
+    --------
+    >>> from xpcnn.optim import Adam, StepLR
+    >>> opt = Adam(2e-3)
+    >>> schedule = StepLR(opt, step_size=2)
+    >>> rates = []
+    >>> for epoch in range(5):
+    ...     rates.append(opt.lr)  # ... train one epoch ...
+    ...     schedule.step()
+    >>> [float(f"{r:.0e}") for r in rates]
+    [0.002, 0.002, 0.0002, 0.0002, 2e-05]
+    """
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be an xpcnn.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"step_size must be an int >= 1, got {step_size!r}")
+        self.optimizer, self.step_size, self.gamma = optimizer, step_size, _number(gamma, "gamma")
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+
+    def step(self) -> None:
+        """End of an epoch: set the optimizer's rate for the next one."""
+        self.last_epoch += 1
+        self.optimizer.lr = self.base_lr * self.gamma ** (self.last_epoch // self.step_size)
+
+    def __repr__(self):
+        return f"StepLR(step_size={self.step_size}, gamma={self.gamma})"

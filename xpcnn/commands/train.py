@@ -6,7 +6,8 @@ Examples
 
     xpcnn train                                   # 8x8 digits, ~20 s on 2 CPU cores, ~98.7% test accuracy
     xpcnn train --out digits.npz --plot digits.png
-    xpcnn train --dataset mnist --data-dir ~/mnist --epochs 3 --backend cupy
+    xpcnn train --dataset mnist --data-dir ~/mnist  # LeNet-5, 8 epochs, ~99.2% test accuracy
+    xpcnn train --dataset mnist --data-dir ~/mnist --epochs 3 --lr-step 0 --backend cupy
 
 The networks (``--dataset`` picks one):
 
@@ -34,7 +35,8 @@ import time
 
 from .. import backend
 from ..models import RECIPES
-from ..optim import SGD, Adam
+from ..optim import SGD, Adam, StepLR
+
 
 def load_dataset(name: str, data_dir: str | None):
     """``(x_train, y_train), (x_test, y_test)`` of ``digits`` or ``mnist`` (host arrays)."""
@@ -55,6 +57,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -146,11 +158,15 @@ def add_arguments(parser) -> None:
                         help="digits: scikit-learn's 8x8 digits (bundled); mnist: IDX files in --data-dir")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST IDX files (raw or .gz)")
     parser.add_argument("--epochs", type=positive_int, metavar="N",
-                        help="passes over the training set (default: 20 for digits, 3 for mnist)")
-    parser.add_argument("--batch-size", type=positive_int, metavar="N", help="samples per step (default 32)")
+                        help="passes over the training set (default: 20 for digits, 8 for mnist)")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N",
+                        help="samples per step (default: 32 for digits, 64 for mnist)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="default adam")
     parser.add_argument("--lr", type=positive_float, metavar="LR",
-                        help="learning rate (default: adam 2e-3 for digits, 1e-3 for mnist; sgd 0.05)")
+                        help="learning rate (default: adam 2e-3, sgd 0.05)")
+    parser.add_argument("--lr-step", type=non_negative_int, metavar="N",
+                        help="multiply the learning rate by 0.1 every N epochs (default: 5 for mnist; 0: never, "
+                             "the digits default)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default=None,
                         help="where to train (default: $XPCNN_BACKEND or numpy)")
@@ -180,6 +196,7 @@ def run(args) -> int:
     epochs = args.epochs or recipe["epochs"]
     batch_size = args.batch_size or recipe["batch_size"]
     lr = args.lr or recipe["lr"][args.optimizer]
+    lr_step = recipe["lr_step"] if args.lr_step is None else args.lr_step
     with backend.use(name):
         t_start = time.perf_counter()
         (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.data_dir)
@@ -188,13 +205,16 @@ def run(args) -> int:
         else:
             model = recipe["model"](args.seed, input_size=x_train.shape[-1])
         optimizer = Adam(lr) if args.optimizer == "adam" else SGD(lr, momentum=args.momentum)
+        scheduler = StepLR(optimizer, lr_step) if lr_step else None
         print(model.summary())
         print(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test samples; backend {name}; "
-              f"{optimizer!r}; {epochs} epochs of batch {batch_size}")
+              f"{optimizer!r}{'' if scheduler is None else f', lr x0.1 every {lr_step} epochs'}; "
+              f"{epochs} epochs of batch {batch_size}")
         t_fit = time.perf_counter()
         try:
             history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                                validation_data=(x_test, y_test), seed=args.seed, progress=not args.no_progress)
+                                validation_data=(x_test, y_test), seed=args.seed, progress=not args.no_progress,
+                                scheduler=scheduler)
         except FloatingPointError as exc:  # diverged: a setting to change, not a crash
             raise UsageError(f"xpcnn train: training diverged with --lr {lr}: {exc}") from None
         backend.synchronize(backend.module(name))
