@@ -205,9 +205,11 @@ def test_step_lr_errors():
     opt = Adam()
     with pytest.raises(TypeError, match="optimizer must be an xpcnn.optim.Optimizer, got str"):
         StepLR("adam", 2)
-    with pytest.raises(ValueError, match="step_size must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="step_size must be >= 1, got 0"):
         StepLR(opt, 0)
-    with pytest.raises(ValueError, match="gamma must be >= 0.0, got -1.0"):
+    with pytest.raises(TypeError, match="step_size must be an int, got float 2.5"):
+        StepLR(opt, 2.5)
+    with pytest.raises(ValueError, match="gamma must be a finite number >= 0.0, got -1.0"):
         StepLR(opt, 1, gamma=-1)
     with pytest.raises(ValueError, match="must schedule the optimizer given to fit"):
         Sequential(Dense(2, 2)).fit(np.zeros((4, 2), np.float32), np.zeros(4, int), optimizer=Adam(),

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import backend
 from .backend import Array, get_array_module
-from .functional._utils import real_arg
+from .functional._utils import int_arg, real_arg
 
 __all__ = ["Adam", "Optimizer", "SGD", "StepLR"]
 
@@ -269,9 +269,8 @@ class StepLR:
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an xpcnn.optim.Optimizer, got {type(optimizer).__name__}")
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be an int >= 1, got {step_size!r}")
-        self.optimizer, self.step_size, self.gamma = optimizer, step_size, _number(gamma, "gamma")
+        self.optimizer, self.step_size = optimizer, int_arg(step_size, "step_size", 1)
+        self.gamma = real_arg(gamma, "gamma", 0.0)
         self.base_lr = optimizer.lr
         self.last_epoch = 0
 
