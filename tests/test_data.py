@@ -184,6 +184,22 @@ def test_mnist_raw_file_wins_over_its_gz_copy(tmp_path):
     check_round_trip(load_mnist(tmp_path), arrays)
 
 
+#: The real MNIST files, beside the repository (``../shared/data/mnist``); a
+#: user's clone has no such folder, and the test below then skips.
+REAL_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist")
+
+
+@pytest.mark.skipif(not os.path.isdir(REAL_MNIST), reason=f"no real MNIST files at {os.path.normpath(REAL_MNIST)} "
+                    "(../shared/data/mnist from the repository root)")
+def test_real_mnist_files():
+    (x, y), (xt, yt) = load_mnist(REAL_MNIST)
+    assert x.shape == (60000, 1, 28, 28) and xt.shape == (10000, 1, 28, 28)
+    assert x.dtype == xt.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+    # The class counts published with the data set (LeCun, Cortes and Burges).
+    assert np.bincount(y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
 def test_mnist_dotted_names_and_pathlike(tmp_path):
     arrays = make_mnist(tmp_path, gz=(True, False, True, False), dotted=True)
     check_round_trip(load_mnist(str(tmp_path)), arrays)
