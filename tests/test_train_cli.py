@@ -113,7 +113,7 @@ def test_python_m_xpcnn_train_subprocess(tmp_path):
         (["train", "--batch-size", "-4"], "--batch-size: expected a positive integer"),
         (["train", "--lr", "0"], "--lr: expected a positive number, got '0'"),
         (["train", "--lr", "nan"], "expected a positive number"),
-        (["train", "--lr-step", "-1"], "--lr-step: expected an integer >= 0, got '-1'"),
+        (["train", "--lr-step", "-1"], "--lr-step: expected a non-negative integer, got '-1'"),
         (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
         (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
         (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
