@@ -11,6 +11,7 @@ import struct
 import numpy as np
 import pytest
 from scipy.signal import correlate
+from test_train_cli import _one_line_error as one_line_error
 
 import xpcnn
 from xpcnn import functional as F
@@ -21,14 +22,6 @@ from xpcnn.data import read_idx
 from xpcnn.model import Sequential
 from xpcnn.optim import SGD, Adam
 from xpcnn.testing import fakecupy
-
-
-def one_line_error(capsys, argv, expect):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert expect in err, err
-    return err
 
 
 def tiny_model(seed=0):

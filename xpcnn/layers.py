@@ -64,7 +64,7 @@ from typing import Any
 from . import backend
 from . import functional as F
 from .backend import Array, get_array_module
-from .functional._utils import int_arg, out_size, pair, real_arg
+from .functional._utils import int_arg, out_size, pair, real_arg, seed_arg
 
 __all__ = [
     "AvgPool2D",
@@ -100,15 +100,11 @@ def _generator(seed: Any):
     :func:`_uniform`): a CuPy generator per layer would hold 32,768 curand
     states, and the same seed now gives the same weights on every backend.
     """
+    seed = seed_arg(seed)
     if _blueprint.on:
         return None
-    if hasattr(seed, "random") and not isinstance(seed, (int, float, str)):
+    if hasattr(seed, "random"):
         return seed
-    if seed is not None:
-        try:
-            seed = int_arg(seed, "seed", 0)
-        except TypeError:
-            raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}") from None
     return backend.module("numpy").random.default_rng(seed)
 
 
@@ -693,11 +689,7 @@ class Dropout(Layer):
     def __init__(self, p=0.5, *, seed=None):
         super().__init__()
         self.p = real_arg(p, "dropout probability p", 0.0, 1.0)
-        if seed is not None and not hasattr(seed, "random"):
-            try:
-                seed = int_arg(seed, "seed", 0)
-            except TypeError:
-                raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}") from None
+        seed = seed_arg(seed)
         self._seed = seed
         self._rng = seed if hasattr(seed, "random") else None
 

@@ -40,6 +40,7 @@ from . import layers as layers_module
 from .backend import Array, get_array_module
 from .functional import check_labels
 from .functional._utils import int_arg as _int_arg
+from .functional._utils import seed_arg
 from .layers import REGISTRY, Conv2D, Layer
 from .losses import Loss, SoftmaxCrossEntropy
 from .optim import Adam, Optimizer
@@ -876,13 +877,9 @@ def _host_generator(seed: Any):
     host = backend.module("numpy")
     if isinstance(seed, host.random.Generator):
         return seed
+    seed = seed_arg(seed)
     if hasattr(seed, "integers"):  # a device generator: one number seeds the host's
         return host.random.default_rng(int(seed.integers(0, 2**63 - 1)))
-    if seed is not None:
-        try:
-            seed = _int_arg(seed, "seed", 0)
-        except TypeError:
-            raise TypeError(f"seed must be an int, None or a random generator, got {seed!r}") from None
     return host.random.default_rng(seed)
 
 

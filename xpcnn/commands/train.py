@@ -50,14 +50,23 @@ def load_dataset(name: str, data_dir: str | None):
     return data.load_mnist(os.path.expanduser(data_dir))
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str):
+    """An argparse type: an int >= `minimum`, else an error naming `what` was expected."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return convert
+
+
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
 def positive_float(text: str) -> float:
@@ -122,20 +131,6 @@ def plot_target(path: str, option: str) -> str:
     return path
 
 
-def same_file(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
 def need_matplotlib(option: str) -> None:
     from ..cli import UsageError
 
@@ -177,7 +172,7 @@ def run(args) -> int:
     # training would lose the model.
     check_writable_target(args.out, "--out")
     plot = None if args.no_plot else plot_target(args.plot, "--plot")
-    if plot is not None and same_file(plot, args.out):
+    if plot is not None and os.path.realpath(plot) == os.path.realpath(args.out):
         raise UsageError(f"xpcnn train: --out and --plot name the same file {args.out}; the plot would replace the model")
     if not 0.0 <= args.momentum < 1.0:
         raise UsageError(f"xpcnn train: --momentum must be in [0, 1), got {args.momentum}")

@@ -35,6 +35,16 @@ def int_arg(value: Any, name: str, minimum: int | None = None) -> int:
     return value
 
 
+def seed_arg(seed: Any, name: str = "seed") -> Any:
+    """`seed` checked: None, a random generator (anything with ``.random``), or an int >= 0 (NumPy's too)."""
+    if seed is None or (hasattr(seed, "random") and not isinstance(seed, (int, float, str))):
+        return seed
+    try:
+        return int_arg(seed, name, 0)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, None or a random generator, got {seed!r}") from None
+
+
 def real_arg(value: Any, name: str, low: float | None = None, high: float | None = None,
              high_open: bool = False) -> float:
     """A finite Python float from a Python or NumPy real number (not a bool), in ``[low, high]``.
