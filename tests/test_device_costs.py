@@ -135,3 +135,26 @@ def test_fit_reads_the_device_once_per_batch_and_predict_never(cp, rng):
     fc.counts.reset()
     out = model.predict(xd, batch_size=8)
     assert fc.counts.transfers == 0 and out.shape == (40, 3)
+
+
+def test_a_training_step_through_every_layer_reads_nothing_from_the_device(cp, rng):
+    from xpcnn.losses import SoftmaxCrossEntropy
+    from xpcnn.optim import SGD, Adam
+
+    model = Sequential(
+        layers.Conv2D(2, 4, 3, padding=1, seed=0), layers.BatchNorm2D(4), layers.LeakyReLU(0.1),
+        layers.MaxPool2D(2), layers.Conv2D(4, 4, 3, stride=2, padding=1, groups=2, seed=1), layers.Tanh(),
+        layers.AvgPool2D(2, padding=1), layers.Sigmoid(), layers.Flatten(), layers.Dropout(0.2, seed=2),
+        layers.Dense(4 * 2 * 2, 3, seed=3), layers.ReLU(),
+    ).to("cupy")
+    x = cp.asarray(rng.random((6, 2, 12, 12), dtype=np.float32))
+    labels = cp.asarray(rng.integers(0, 3, 6))
+    loss = SoftmaxCrossEntropy()
+    for optimizer in (SGD(0.1, momentum=0.9), Adam()):
+        fc.counts.reset()
+        value = loss(model.forward(x, training=True), labels, check_range=False)
+        model.backward(loss.backward())
+        optimizer.step(model)
+        model.predict(x)
+        assert fc.counts.transfers == 0, fc.counts.transfer_kinds
+        assert value.ndim == 0 and np.isfinite(float(value))

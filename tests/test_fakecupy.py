@@ -71,7 +71,8 @@ def test_transfers_are_counted(cp):
     cases = [("get", lambda: a.get()), ("float", lambda: float(a[1])), ("int", lambda: int(a[1])),
              ("bool", lambda: bool(a[1] > 0)), ("item", lambda: a[2].item()), ("repr", lambda: repr(a)),
              ("str", lambda: str(a)), ("format", lambda: f"{a[0]:.1f}"), ("tolist", lambda: a.tolist()),
-             ("get", lambda: cp.asnumpy(a)), ("pickle", lambda: pickle.dumps(a))]
+             ("get", lambda: cp.asnumpy(a)), ("pickle", lambda: pickle.dumps(a)),
+             ("mask", lambda: a[a > 1]), ("nonzero", lambda: a.nonzero()), ("unique", lambda: cp.unique(a))]
     for kind, transfer in cases:
         fc.counts.reset()
         transfer()

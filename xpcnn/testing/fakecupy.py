@@ -21,7 +21,9 @@ refuses what CuPy's refuses, where code usually breaks:
 
 It also counts what costs time on a real device (:data:`counts`):
 device-to-host transfers (``.get()``, ``asnumpy``, ``float``/``int``/
-``bool``/``complex``, ``.item()``, ``.tolist()``, printing, pickling), the
+``bool``/``complex``, ``.item()``, ``.tolist()``, printing, pickling, and
+the count CuPy reads back for boolean-mask indexing and ``nonzero``-like
+functions), the
 operand copies CuPy's ``matmul`` makes for layouts cuBLAS cannot take, and
 the random generators created.
 
@@ -325,6 +327,8 @@ class ndarray:
         return _new(self._a.copy())
 
     def __getitem__(self, key):
+        if _b.any(getattr(k, "dtype", None) == _np.bool_ for k in (key if type(key) is tuple else (key,))):
+            counts._transfer("mask")  # CuPy reads the number of True values back to size the result
         return _wrap(self._a[_upload(key)])
 
     def __setitem__(self, key, value) -> None:
@@ -343,8 +347,16 @@ def _advanced(key) -> bool:
     return _b.any(isinstance(k, (list, ndarray, _np.ndarray)) for k in keys)
 
 
+#: Results whose size depends on the data: CuPy reads a count back from the device.
+_SIZED_BY_DATA = {"argwhere", "flatnonzero", "nonzero", "unique"}
+
+
 def _method(name: str):
+    syncs = name in _SIZED_BY_DATA
+
     def method(self, *args, **kwargs):
+        if syncs:
+            counts._transfer(name)
         return _call(getattr(self._a, name), args, kwargs)
 
     method.__name__ = method.__qualname__ = name
@@ -438,8 +450,11 @@ for _dunder, _name in {"neg": "negative", "pos": "positive", "abs": "absolute", 
 # --------------------------------------------------------------------------- functions
 def _function(name: str):
     f = getattr(_np, name)
+    syncs = name in _SIZED_BY_DATA
 
     def device_function(*args, **kwargs):
+        if syncs:
+            counts._transfer(name)
         return _call(f, args, kwargs)
 
     device_function.__name__ = device_function.__qualname__ = name
