@@ -11,6 +11,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
 zarr = pytest.importorskip("zarr", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
+from test_cli import _one_line_error  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from xpcnn.cli import main  # noqa: E402
@@ -53,13 +54,6 @@ def write_input(path, x):
 
 def read_output(path):
     return np.load(path) if path.endswith(".npy") else zarr.open_array(path, mode="r")[...]
-
-
-def _one_line_error(capsys, argv, expect):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert expect in err, err
 
 
 @pytest.mark.parametrize("inp, out", [("x.npy", "y.npy"), ("x.zarr", "y.zarr"), ("x.npy", "y.zarr")])
