@@ -158,3 +158,16 @@ def test_a_training_step_through_every_layer_reads_nothing_from_the_device(cp, r
         model.predict(x)
         assert fc.counts.transfers == 0, fc.counts.transfer_kinds
         assert value.ndim == 0 and np.isfinite(float(value))
+
+
+def test_train_evaluate_and_bench_commands_on_the_device(cp, tmp_path, capsys):
+    from xpcnn.cli import main
+
+    out = tmp_path / "m.npz"
+    assert main(["train", "--backend", "cupy", "--epochs", "1", "--out", str(out), "--no-plot", "--no-progress"]) == 0
+    accuracy = float(capsys.readouterr().out.split("test accuracy:")[1].split("%")[0])
+    assert accuracy > 50  # as tests/test_train_cli.py asks of the NumPy run
+    assert main(["evaluate", str(out), "--dataset", "digits"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["bench", "--backend", "cupy", "--repeat", "1", "--shapes", "2"]) == 0
+    assert "on fakecupy CPU stand-in 0" in capsys.readouterr().out
