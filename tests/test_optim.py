@@ -3,6 +3,9 @@ PyTorch's torch.optim (where installed), and argument checking."""
 
 from __future__ import annotations
 
+import pickle
+from copy import deepcopy
+
 import numpy as np
 import pytest
 from conftest import to_host, to_xp
@@ -137,6 +140,23 @@ def test_state_follows_model_to_another_backend(rng):
     model[0].grads = {"weight": np.ones((2, 3)), "bias": np.ones(2)}
     opt.step(model)
     np.testing.assert_allclose(opt.state[(id(model[0]), "bias")]["momentum_buffer"], 1.9)
+
+
+@pytest.mark.parametrize("copy", [lambda x: pickle.loads(pickle.dumps(x)), deepcopy])
+def test_model_and_optimizer_copied_together_keep_training(copy):
+    model = Sequential(Dense(3, 2, seed=0, dtype="float64"))
+    opt = Adam(0.1)
+    grads = [{"weight": np.full((2, 3), v), "bias": np.full(2, v)} for v in (1.0, -2.0, 0.5)]
+    model[0].grads = grads[0]
+    opt.step(model)
+    model2, opt2 = copy((model, opt))
+    for m, o in ((model, opt), (model2, opt2)):
+        for g in grads[1:]:
+            m[0].grads = dict(g)
+            o.step(m)
+    # the copy's Adam kept its moments and step count: the same weights as the original
+    np.testing.assert_array_equal(model2[0].params["weight"], model[0].params["weight"])
+    assert opt2.state[(id(model2[0]), "weight")]["step"] == 3
 
 
 def test_step_without_gradient_raises():

@@ -79,6 +79,13 @@ class Optimizer:
                 g = g + p * p.dtype.type(self.weight_decay)
             self._update(p, g, state)
 
+    def __setstate__(self, saved: dict) -> None:
+        # A copy or an unpickled optimizer holds copies of the layers: key their
+        # state by the copies' ids, so a model and its optimizer copied together
+        # (pickle, copy.deepcopy) keep training where they stopped.
+        self.__dict__.update(saved)
+        self.state = {(id(s["layer"]), name): s for (_, name), s in saved["state"].items()}
+
     def _update(self, p: Array, g: Array, state: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
