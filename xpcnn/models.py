@@ -12,6 +12,7 @@ function                  input (per sample)  parameters  used by
 ========================  ==================  ==========  ============================
 :func:`digits_cnn`        ``(1, 8, 8)``       38,282      ``xpcnn train`` (digits)
 :func:`lenet5`            ``(1, 28, 28)``     61,706      ``xpcnn train --dataset mnist``
+:func:`classifier`        any                 by shape    ``xpcnn.sklearn.CNNClassifier``
 ========================  ==================  ==========  ============================
 
 :data:`RECIPES` holds the settings ``xpcnn train`` uses for each data set
@@ -21,10 +22,10 @@ command trains.
 
 from __future__ import annotations
 
-from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, _generator
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, _generator
 from .model import Sequential
 
-__all__ = ["RECIPES", "digits_cnn", "lenet5", "mnist_default"]
+__all__ = ["RECIPES", "classifier", "digits_cnn", "lenet5", "mnist_default"]
 
 
 def digits_cnn(seed=None) -> Sequential:
@@ -137,6 +138,63 @@ def mnist_default(seed=None, input_size: int = 28) -> Sequential:
     61706
     """
     return lenet5(seed, input_size=input_size)
+
+
+def classifier(input_shape, n_classes, seed=None) -> Sequential:
+    """A classifier for any per-sample shape: what :class:`xpcnn.sklearn.CNNClassifier` builds by default.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        Per-sample input shape: ``(C, H, W)`` for images, ``(n_features,)``
+        for tabular rows.
+    n_classes : int
+        Outputs (logits) of the last layer.
+    seed : int, generator or None
+        Seeds all the weights.
+
+    Returns
+    -------
+    Sequential
+        For ``(C, H, W)``: Conv(3x3, pad 1, 16 channels)-ReLU-Conv(3x3, pad 1,
+        32 channels)-ReLU, 2x2 max pooling (repeated while more than 8x8
+        values are left; none if ``H`` or ``W`` is 1), then
+        Flatten-Dropout(0.5)-Dense(64)-ReLU-Dense(`n_classes`). For ``(1, 8,
+        8)`` that is the ``xpcnn train`` digits network with dropout.
+        For ``(n_features,)``: Dense(100)-ReLU-Dense(`n_classes`), a
+        multi-layer perceptron. Float32, on the default backend.
+
+    Raises
+    ------
+    ValueError
+        If `input_shape` has another length.
+
+    Examples
+    --------
+    >>> from xpcnn.models import classifier
+    >>> classifier((1, 8, 8), 10, seed=0).num_params()
+    38282
+    >>> classifier((4,), 3, seed=0).num_params()
+    803
+    """
+    rng = _generator(seed)
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 1:
+        return Sequential(Dense(shape[0], 100, seed=rng), ReLU(), Dense(100, n_classes, seed=rng), input_shape=shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"classifier takes input_shape (C, H, W) or (n_features,), got {shape}; "
+            "e.g. (1, 8, 8) for 8x8 gray images"
+        )
+    C, H, W = shape
+    layers = [Conv2D(C, 16, 3, padding=1, seed=rng), ReLU(), Conv2D(16, 32, 3, padding=1, seed=rng), ReLU()]
+    while min(H, W) >= 2 and (len(layers) == 4 or H * W > 64):
+        layers.append(MaxPool2D(2))
+        H, W = H // 2, W // 2
+    # The dropout seed is an int, so the masks are drawn on the model's own backend.
+    layers += [Flatten(), Dropout(0.5, seed=int(rng.integers(2**31))), Dense(32 * H * W, 64, seed=rng), ReLU(),
+               Dense(64, n_classes, seed=rng)]
+    return Sequential(*layers, input_shape=shape)
 
 
 #: What ``xpcnn train --dataset NAME`` trains where an option is not given:
