@@ -152,7 +152,7 @@ def test_user_model_builder_gets_shape_classes_and_seed(digits):
         ({"backend": "jax"}, ValueError, "jax"),
         ({"epochs": -1}, ValueError, "epochs must be >= 0, got -1"),
         ({"epochs": "many"}, TypeError, "epochs must be an int"),
-        ({"lr": -0.1}, ValueError, "lr must be >= 0"),
+        ({"lr": -0.1}, ValueError, "lr must be .*>= 0.0, got -0.1"),
         ({"verbose": "yes"}, TypeError, "verbose must be an int"),
     ],
 )

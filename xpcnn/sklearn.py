@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - depends on the installed scikit-learn
 
 from xpcnn import backend
 from xpcnn.functional import softmax
-from xpcnn.model import Sequential, _int_arg
+from xpcnn.functional._utils import int_arg
+from xpcnn.model import Sequential
 from xpcnn.models import classifier
 from xpcnn.optim import SGD, Adam
 
@@ -159,7 +160,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return (n_features,) if x_shape is None else x_shape
         if not isinstance(self.input_shape, (tuple, list)):
             raise TypeError(f"input_shape must be a tuple of ints or None, got {self.input_shape!r}")
-        shape = tuple(_int_arg(s, "input_shape entries", 1) for s in self.input_shape)
+        shape = tuple(int_arg(s, "input_shape entries", 1) for s in self.input_shape)
         if x_shape is not None and x_shape != shape:
             raise ValueError(f"X has samples of shape {x_shape}, but input_shape is {shape}")
         if math.prod(shape) != n_features:
@@ -170,9 +171,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _epochs(self, n_samples):
         if isinstance(self.epochs, str) and self.epochs == "auto":
-            batches = math.ceil(n_samples / _int_arg(self.batch_size, "batch_size", 1))
+            batches = math.ceil(n_samples / int_arg(self.batch_size, "batch_size", 1))
             return max(_AUTO_EPOCHS, math.ceil(_AUTO_STEPS / batches))
-        return _int_arg(self.epochs, "epochs", 0)
+        return int_arg(self.epochs, "epochs", 0)
 
     # ------------------------------------------------------------------ training
     def _initialize(self, n_features, x_shape):
