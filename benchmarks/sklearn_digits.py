@@ -17,12 +17,13 @@ This is a script, not an asv benchmark (nothing here starts with ``time_``).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
+import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import cross_val_score
 
+from xpcnn.commands.bench import machine
 from xpcnn.sklearn import CNNClassifier
 
 
@@ -37,7 +38,7 @@ def main(argv=None) -> None:
         threadpool_limits(args.threads)
     X, y = load_digits(return_X_y=True)
     X = X / 16
-    print(f"CPU: {platform.processor() or platform.machine()}; BLAS threads: {args.threads or 'default'}")
+    print(f"{machine(np)}; BLAS threads: {args.threads or 'default'}")
     means = []
     for seed in args.seeds:
         wall, cpu = time.perf_counter(), time.process_time()

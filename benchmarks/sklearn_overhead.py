@@ -20,7 +20,6 @@ This is a script, not an asv benchmark (nothing here starts with ``time_``).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -30,6 +29,7 @@ from sklearn.datasets import load_digits
 from xpcnn import backend
 from xpcnn.models import classifier
 from xpcnn.optim import Adam
+from xpcnn.commands.bench import machine
 from xpcnn.sklearn import CNNClassifier
 
 
@@ -72,8 +72,8 @@ def main(argv=None) -> None:
         (ew, ec), (sw, sc) = clock(estimator), clock(sequential)
         wall.append(ew / sw)
         cpu.append(ec / sc)
-    print(f"CPU: {platform.processor() or platform.machine()}; backend {args.backend}; BLAS threads: "
-          f"{args.threads or 'default'}; {args.epochs} epochs of 1,797 digits, {args.repeat} interleaved rounds")
+    print(f"{machine(xp)}; BLAS threads: {args.threads or 'default'}")
+    print(f"backend {args.backend}; {args.epochs} epochs of 1,797 digits; {args.repeat} interleaved rounds")
     print(f"CNNClassifier.fit / Sequential.fit: median ratio {statistics.median(wall):.3f} (time), "
           f"{statistics.median(cpu):.3f} (CPU time); range {min(wall):.3f}-{max(wall):.3f}")
 
