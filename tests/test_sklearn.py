@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("sklearn")
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E402
@@ -161,6 +162,18 @@ def test_bad_parameters_raise_at_fit(digits, kwargs, error, match):
     clf = CNNClassifier(**kwargs)  # no check in __init__ (scikit-learn's rule)
     with pytest.raises(error, match=match):
         clf.fit(X, y)
+
+
+def test_a_failed_fit_leaves_the_estimator_unfitted(digits):
+    X, y = digits
+    clf = small(optimizer="rmsprop")
+    for fit in (lambda: clf.fit(X, y), lambda: clf.partial_fit(X, y, classes=np.arange(10))):
+        with pytest.raises(ValueError, match="optimizer"):
+            fit()
+        with pytest.raises(NotFittedError):
+            clf.predict(X)
+    clf.set_params(optimizer="adam").partial_fit(X, y, classes=np.arange(10))  # a first call again
+    assert clf.model_.input_shape == (1, 8, 8) and len(clf.history_["loss"]) == 1
 
 
 def test_sgd_optimizer_trains(digits):

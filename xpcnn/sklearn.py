@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import numbers
 
 import numpy as np
 import sklearn
@@ -143,6 +142,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.backend = backend
         self.verbose = verbose
 
+    def __sklearn_is_fitted__(self):
+        # n_features_in_ is set by the input checks, before a fit can still fail
+        return hasattr(self, "model_")
+
     # ------------------------------------------------------------------ checks
     def _validate(self, X, y="no_validation", reset=True):
         """scikit-learn's checks of `X` (and `y` unless omitted); returns a 2-D float `X` (and `y`)."""
@@ -176,27 +179,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return int_arg(self.epochs, "epochs", 0)
 
     # ------------------------------------------------------------------ training
-    def _initialize(self, n_features, x_shape):
-        """Build ``model_``, ``optimizer_`` and the shuffling generator from the parameters."""
+    def _initialize(self, classes, n_features, x_shape):
+        """Check the parameters, then set ``classes_``, ``model_``, ``optimizer_`` and the shuffling generator."""
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
         backend.module(self.backend)  # unknown or unusable backend: fail before any work
-        verbose = self.verbose
-        if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
-            raise TypeError(f"verbose must be an int, got {verbose!r}")
+        int_arg(self.verbose, "verbose", 0)
         shape = self._sample_shape(n_features, x_shape)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         init, order = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         builder = classifier if self.model is None else self.model
-        model = _build(builder, shape, len(self.classes_), init)
+        model = _build(builder, shape, len(classes), init)
         out = model.output_shape(shape)
-        if out != (len(self.classes_),):
-            raise ValueError(
-                f"the model's per-sample output must be ({len(self.classes_)},) (one logit per class), got {out}"
-            )
+        if out != (len(classes),):
+            raise ValueError(f"the model's per-sample output must be ({len(classes)},) (one logit per class), got {out}")
+        optimizer = _OPTIMIZERS[self.optimizer](self.lr)
         model.input_shape = shape
-        self.model_ = model.to(self.backend)
-        self.optimizer_ = _OPTIMIZERS[self.optimizer](self.lr)
+        # Attributes only once every check passed: a failed fit leaves no half-fitted estimator.
+        self.classes_, self.model_, self.optimizer_ = classes, model.to(self.backend), optimizer
         self.history_ = {}
         self._order = order
 
@@ -238,9 +238,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         x_shape = _image_shape(X)
         X, y = self._validate(X, y, reset=True)
-        self.classes_, y = np.unique(y, return_inverse=True)
-        self._initialize(X.shape[1], x_shape)
-        return self._train(X, y, self._epochs(len(X)))
+        classes, y = np.unique(y, return_inverse=True)
+        epochs = self._epochs(len(X))
+        self._initialize(classes, X.shape[1], x_shape)
+        return self._train(X, y, epochs)
 
     def partial_fit(self, X, y, classes=None):
         """Train one epoch on (`X`, `y`), continuing from the previous call.
@@ -266,24 +267,23 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             As :meth:`fit`; also if `classes` is missing on the first call or
             differs from ``classes_`` later, or `y` holds a label outside it.
         """
-        first = not hasattr(self, "classes_")
+        first = not hasattr(self, "model_")
         x_shape = _image_shape(X)
         X, y = self._validate(X, y, reset=first)
-        if first:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit (all the labels that will occur)")
-            self.classes_ = unique_labels(classes)
-        elif classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit (all the labels that will occur)")
+        known = unique_labels(classes) if first else self.classes_
+        if not first and classes is not None and not np.array_equal(unique_labels(classes), known):
             raise ValueError(
-                f"classes {unique_labels(classes).tolist()} are not the same as classes_ {self.classes_.tolist()} "
+                f"classes {unique_labels(classes).tolist()} are not the same as classes_ {known.tolist()} "
                 "of the first call"
             )
-        unknown = np.setdiff1d(y, self.classes_)
+        unknown = np.setdiff1d(y, known)
         if unknown.size:
-            raise ValueError(f"y holds labels {unknown[:5].tolist()} that are not in classes {self.classes_.tolist()}")
+            raise ValueError(f"y holds labels {unknown[:5].tolist()} that are not in classes {known.tolist()}")
         if first:
-            self._initialize(X.shape[1], x_shape)
-        return self._train(X, np.searchsorted(self.classes_, y), 1)
+            self._initialize(known, X.shape[1], x_shape)
+        return self._train(X, np.searchsorted(known, y), 1)
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X):
