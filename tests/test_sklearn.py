@@ -178,9 +178,9 @@ def test_a_failed_fit_leaves_the_estimator_unfitted(digits):
 
 def test_sgd_optimizer_trains(digits):
     X, y = digits
-    clf = small(optimizer="sgd", lr=0.05, epochs=3).fit(X[:450], y[:450])
+    clf = small(optimizer="sgd", lr=0.02, epochs=5).fit(X[:450], y[:450])
     assert type(clf.optimizer_).__name__ == "SGD" and clf.optimizer_.momentum == 0.9
-    assert clf.score(X[450:], y[450:]) > 0.8
+    assert clf.score(X[450:], y[450:]) > 0.75  # chance: 0.1; 0.85 with random_state 0-2
 
 
 # ---------------------------------------------------------------------------- ecosystem
