@@ -38,7 +38,8 @@ is rarely free). Each round times every batched library once, in rotating
 order, each call right after an untimed one; a figure is the median of
 ``--repeat`` rounds and a ratio (library / xpcnn, above 1: xpcnn is faster)
 the median of the rounds' ratios, so slow spells of a shared machine hit all
-alike. The loop libraries take about a second per call and run
+alike. As in ``xpcnn bench``, a 30 MiB block is allocated and freed first, so
+that no library pays for fresh pages on every call. The loop libraries take about a second per call and run
 ``--loop-repeat`` times (best) after the rest.
 
 Import shims for current NumPy and Python, applied here and nowhere else:
@@ -58,13 +59,14 @@ import io
 import statistics
 import sys
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
 from xpcnn import functional as F
 from xpcnn import tutorial
-from xpcnn.commands.bench import machine, warm_time
+from xpcnn.commands.bench import machine, settle_allocator, warm_time
 
 #: name -> (N, C, H, W, O, K, padding, dtype); layer 1 is one gray image.
 WORKLOADS = {
@@ -95,7 +97,9 @@ def _import(name):
         if name == "numpy-ml":
             if not hasattr(collections, "Hashable"):
                 collections.Hashable = collections.abc.Hashable  # numpy_ml.utils.data_structures
-            import numpy_ml.neural_nets.layers
+            with warnings.catch_warnings():  # its rl_models warn that OpenAI gym is missing
+                warnings.simplefilter("ignore")
+                import numpy_ml.neural_nets.layers
 
             return numpy_ml.neural_nets.layers
         if name == "mygrad":
@@ -302,6 +306,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
+    settle_allocator(np.empty)  # large blocks reuse freed memory, as in a long-running program
     modules = {lib: (True if lib == "xpcnn" else _import(MODULES[lib])) for lib in ADAPTERS}
     present = [lib for lib, m in modules.items() if m is not None]
     missing = [lib for lib, m in modules.items() if m is None]
