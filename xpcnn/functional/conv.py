@@ -228,8 +228,11 @@ def _windows(xpad: Array, g: ConvGeometry) -> Array:
 
 
 #: Per-chunk temporaries that fit the CPU's caches: measured faster than one
-#: large chunk on NumPy (the im2col copy and the GEMM stay in L2/L3).
-CACHE_CHUNK_BYTES = 8 * 2**20
+#: large chunk on NumPy (the im2col copy and the GEMM stay in L2/L3). 8 MiB
+#: was the best on an AVX2 machine; on an AVX-512 one (1 MiB of L2 per core)
+#: 4 MiB ran 0.65-0.99x the time of 8 MiB in 9 of 11 forward and backward
+#: cases (shapes C-F, both OpenBLAS kernel sets), 1.05-1.10x in two.
+CACHE_CHUNK_BYTES = 4 * 2**20
 
 
 def _chunk(g: ConvGeometry, per_sample_bytes: int, xp=None) -> int:
