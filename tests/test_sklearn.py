@@ -260,3 +260,21 @@ def test_cupy_backend_trains_on_the_device_and_returns_host_arrays(digits):
     assert type(proba) is np.ndarray and type(device.predict(X)) is np.ndarray
     np.testing.assert_allclose(proba, host.predict_proba(X), atol=1e-4)
     assert device.score(X, y) == pytest.approx(host.score(X, y), abs=0.01)
+
+
+def test_cupy_backend_reads_the_device_once_per_epoch_and_per_prediction(digits, monkeypatch):
+    fc = pytest.importorskip("xpcnn.testing.fakecupy")
+    X, y = digits
+    with fc.installed():  # the stand-in counts what a real device would pay for (every lane)
+        monkeypatch.setattr(backend, "_cupy", None)  # forget the probe: it finds the stand-in now
+        monkeypatch.setattr(backend, "_cupy_error", None)
+        clf = small(input_shape=None, backend="cupy", epochs=2)
+        fc.counts.reset()
+        clf.fit(X, y)
+        fit_reads = fc.counts.transfers
+        fc.counts.reset()
+        proba = clf.predict_proba(X)
+        assert fc.counts.transfers == 1, fc.counts.transfer_kinds  # the probabilities, once
+    assert type(proba) is np.ndarray
+    batches = -(-len(X) // 32)
+    assert fit_reads <= 2 * (batches + 2) + 2  # Sequential.fit's own per-batch check, nothing more
