@@ -100,6 +100,8 @@ for i, algo in enumerate(ALGOS):
         if picks[label] == algo:
             bar.set_edgecolor("black")
             bar.set_linewidth(2)
+ax.set_yscale("log")  # ratios: 2x slower and 2x faster sit equally far from 1
+ax.set_ylim(bottom=0.8)
 ax.axhline(1.0, color="gray", linewidth=0.8)
 ax.set_xticks(np.arange(len(SHAPES)), [label for label, *_ in SHAPES])
 ax.set_ylabel("time / fastest algorithm's time")
