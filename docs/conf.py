@@ -89,3 +89,18 @@ html_theme_options = {
     "show_prev_next": True,
 }
 html_show_sourcelink = False
+
+
+def _skip_member(app, what, name, obj, skip, options):
+    """Leave out what scikit-learn adds to every estimator class.
+
+    Its ``set_{method}_request`` methods are made per class (metadata
+    routing) and their docstrings point into scikit-learn's own docs.
+    """
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_member)
