@@ -22,7 +22,10 @@ optimizer and the loss agree. Training time is the time of the epochs alone
 (xpcnn's "s training" line; the same span in PyTorch), with the test set
 evaluated after every epoch on both sides, as ``xpcnn train`` does for its
 curves. Both use `--threads` threads (OpenBLAS/OpenMP variables for xpcnn,
-``torch.set_num_threads`` for PyTorch).
+``torch.set_num_threads`` for PyTorch). Each process's CPU time (user +
+system, loading the data and starting Python included) is printed too: on
+a shared machine it is the steadier figure, and with one thread it is close
+to the wall time the same run takes on an idle core.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -102,6 +106,12 @@ def xpcnn_run(data_dir: str, seed: int, threads: int) -> dict:
     return {"accuracy": float(acc.group(1)) / 100, "seconds": float(secs.group(1))}
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -134,19 +144,23 @@ def main(argv=None) -> int:
         for name in ("xpcnn", "torch"):
             if args.only and name != args.only:
                 continue
+            cpu0 = _children_cpu()
             if name == "xpcnn":
                 r = xpcnn_run(args.data_dir, seed, args.threads)
             else:
                 cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", str(seed), "--data-dir", args.data_dir,
                        "--threads", str(args.threads)]
                 r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+            r["cpu"] = _children_cpu() - cpu0
             results[name].append(r)
-            print(f"  {name:6s} seed {seed}: test accuracy {r['accuracy']:.2%}, {r['seconds']:.0f} s training "
-                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+            print(f"  {name:6s} seed {seed}: test accuracy {r['accuracy']:.2%}, {r['seconds']:.0f} s training, "
+                  f"{r['cpu']:.0f} CPU s in all (load average {os.getloadavg()[0]:.1f})", flush=True)
     means = {k: statistics.mean(r["accuracy"] for r in v) for k, v in results.items() if v}
     for name, mean in means.items():
         secs = statistics.median(r["seconds"] for r in results[name])
-        print(f"{name:6s} mean test accuracy {mean:.2%} over {len(results[name])} seed(s), median {secs:.0f} s training")
+        cpu = statistics.median(r["cpu"] for r in results[name])
+        print(f"{name:6s} mean test accuracy {mean:.2%} over {len(results[name])} seed(s), median {secs:.0f} s training, "
+              f"{cpu:.0f} CPU s")
     if len(means) == 2:
         gap = (means["xpcnn"] - means["torch"]) * 100
         print(f"xpcnn - PyTorch: {gap:+.2f} points ({'within' if abs(gap) <= 0.2 else 'OUTSIDE'} +-0.2)")

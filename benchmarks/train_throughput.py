@@ -22,7 +22,10 @@ The workers take turns (which one goes first alternates), with a short pause
 between turns so that a BLAS pool spinning after one turn does not slow the
 other. The figure is the median over rounds of the per-round ratio of
 samples per second (xpcnn / PyTorch), so a round slowed by other processes
-on a shared machine slows both sides of its ratio alike. ``--layers`` adds
+on a shared machine slows both sides of its ratio alike; it is given for
+wall time and for each worker's CPU time (``time.process_time``), which
+waiting for a core does not count (with one thread it is the steadier
+figure on a shared machine; with more, it also counts threads that spin). ``--layers`` adds
 xpcnn's time per layer (forward, backward; median of repeats).
 
 This is a script, not an asv benchmark; ``benchmarks/bench_pipeline.py``
@@ -127,9 +130,9 @@ def worker(args) -> None:
         if line.strip() != "go":
             break
         lo = (turn % 8) * chunk
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run(lo, lo + chunk, turn)
-        print(time.perf_counter() - t0, flush=True)
+        print(time.perf_counter() - t0, time.process_time() - c0, flush=True)
         turn += 1
 
 
@@ -142,10 +145,12 @@ class Worker:
         if self.proc.stdout.readline().strip() != "ready":
             raise SystemExit(f"the {name} worker did not start (see its error above)")
 
-    def turn(self) -> float:
+    def turn(self) -> tuple[float, float]:
+        """Wall and CPU seconds of one turn."""
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
+        wall, cpu = self.proc.stdout.readline().split()
+        return float(wall), float(cpu)
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -217,7 +222,7 @@ def main(argv=None) -> int:
     print(f"LeNet-5 on {source}, batch {args.batch}, Adam: {args.rounds} rounds of {args.steps} steps per library, "
           "each in its own process, taking turns")
     workers = [Worker("xpcnn", args), Worker("torch", args)]
-    times: dict[str, list[float]] = {"xpcnn": [], "torch": []}
+    times: dict[str, list[tuple[float, float]]] = {"xpcnn": [], "torch": []}
     try:
         for r in range(args.rounds):
             for w in workers if r % 2 == 0 else workers[::-1]:
@@ -227,13 +232,14 @@ def main(argv=None) -> int:
         for w in workers:
             w.close()
     samples = args.steps * args.batch
-    ratios = [t / o for o, t in zip(times["xpcnn"], times["torch"])]
-    for name in ("xpcnn", "torch"):
-        rates = [samples / t for t in times[name]]
-        print(f"  {name:6s} {statistics.median(rates):8.0f} samples/s median, {max(rates):8.0f} best")
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    print(f"  ratio xpcnn / PyTorch (samples/s): median {statistics.median(ratios):.2f}, "
-          f"quartiles {q[0]:.2f}-{q[-1]:.2f}; best round of each: {min(times['torch']) / min(times['xpcnn']):.2f}")
+    for k, clock in enumerate(("wall", "CPU")):
+        ours, theirs = ([t[k] for t in times[name]] for name in ("xpcnn", "torch"))
+        ratios = [t / o for o, t in zip(ours, theirs)]
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        print(f"  {clock:4s} time: xpcnn {samples / statistics.median(ours):6.0f}, PyTorch "
+              f"{samples / statistics.median(theirs):6.0f} samples/s (medians); ratio xpcnn / PyTorch: "
+              f"median {statistics.median(ratios):.2f}, quartiles {q[0]:.2f}-{q[-1]:.2f}, "
+              f"best turns {min(theirs) / min(ours):.2f}")
     if args.layers:
         from threadpoolctl import threadpool_limits
 

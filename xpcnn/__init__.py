@@ -32,7 +32,7 @@ from .layers import (
 )
 from .losses import MSELoss, SoftmaxCrossEntropy
 from .model import Sequential
-from .optim import SGD, Adam
+from .optim import SGD, Adam, StepLR
 
 __version__ = "0.1.0"
 
@@ -53,6 +53,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "SoftmaxCrossEntropy",
+    "StepLR",
     "Tanh",
     "backend",
     "config",
