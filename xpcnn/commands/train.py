@@ -6,7 +6,7 @@ Examples
 
     xpcnn train                                   # 8x8 digits, ~20 s on 2 CPU cores, ~98.7% test accuracy
     xpcnn train --out digits.npz --plot digits.png
-    xpcnn train --dataset mnist --data-dir ~/mnist  # LeNet-5, 8 epochs, ~99.2% test accuracy
+    xpcnn train --dataset mnist --data-dir ~/mnist  # LeNet-5, 8 epochs, 99.1-99.2% test accuracy
     xpcnn train --dataset mnist --data-dir ~/mnist --epochs 3 --lr-step 0 --backend cupy
 
 The networks (``--dataset`` picks one):
