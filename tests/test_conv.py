@@ -248,13 +248,6 @@ def test_backward_adjoint_identity(xp, rng, case):
     np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("inner_max_l", [0, 10**9], ids=["per-image", "side-by-side"])
-@pytest.mark.parametrize("case", CASES[::3], ids=CASE_IDS[::3])
-def test_backward_both_layouts(xp, rng, monkeypatch, case, inner_max_l):
-    monkeypatch.setattr(conv_module, "INNER_MAX_L", inner_max_l)
-    test_backward_adjoint_identity(xp, rng, case)
-
-
 def test_backward_unused_inputs_get_zero(xp, rng):
     # stride 3 with a 2x2 kernel never reads rows/columns 2, 5 (and row/col 6 is cut off)
     x, w, _ = random_case(rng, ((1, 1, 7, 7), (1, 1, 2, 2), 3, 0, 1, 1))

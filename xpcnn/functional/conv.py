@@ -657,15 +657,6 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
     return y
 
 
-#: Output positions per image (junk columns included) up to which, on NumPy,
-#: :func:`conv2d_backward` puts a chunk's images side by side, as the
-#: forward's im2col: one GEMM per chunk for the weight gradient and one for
-#: the input gradient. Longer images get one weight-gradient GEMM each, which
-#: is then deep enough to run at speed. LeNet-5's two layers (896 and 140
-#: positions) ran 6-9% faster side by side, one AVX2 core.
-INNER_MAX_L = 1024
-
-
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True):
     """Gradients of :func:`conv2d` with respect to its input, weights and bias.
 
@@ -733,11 +724,13 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         return dx, dw, dy.sum(axis=(0, 2, 3))
     G, Og, KK = g.G, g.O // g.G, g.KH * g.KW
     ph = _Phases(g)
-    # On a GPU, and on NumPy for short images (INNER_MAX_L), the chunk's
-    # images lie side by side (the forward's im2col layout), so dw is one 2-D
-    # product per group (cuBLAS reads the transposed im2col as it is) and
-    # every batched operand is C-ordered: CuPy copies any other on every call.
-    # On NumPy, one block per longer image was measured faster.
+    # On a GPU the chunk's images lie side by side (the forward's im2col
+    # layout), so dw is one 2-D product per group (cuBLAS reads the transposed
+    # im2col as it is) and every batched operand is C-ordered: CuPy copies any
+    # other on every call. On NumPy, one block per image: its small GEMMs run
+    # on one thread, so a seed gives the same bits whatever the thread count
+    # (side by side, LeNet-5's layers ran 6-9% faster, but with BLAS-thread-
+    # dependent rounding: a grid search in two processes differed).
     device = is_device(xp)
     wkT = w.reshape(G, Og, g.K).transpose(0, 2, 1)
     if device:
@@ -749,18 +742,17 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     # Temporaries per image: phases of x and of dx, im2col (reused for its gradient), dy framed like the output.
     per_sample = x.itemsize * (2 * ph.size + g.C * KK * ph.L + g.O * ph.L)
     step = _chunk(g, per_sample, xp)
-    inner = device or ph.L <= INNER_MAX_L
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
         n = xc.shape[0]
         flat = ph.split(xc, _workspace(xp, "phases", ph.shape(n), x.dtype))
-        col = _workspace(xp, "col", (g.C, KK, n, ph.L) if inner else (n, g.C, KK, ph.L), x.dtype)
-        _fill_col(ph, flat, col, images_inner=inner)
+        col = _workspace(xp, "col", (g.C, KK, n, ph.L) if device else (n, g.C, KK, ph.L), x.dtype)
+        _fill_col(ph, flat, col, images_inner=device)
         # dy in the output's uncropped frame: zero junk columns add nothing to dw.
-        dyf = _workspace(xp, "out", (g.O, n, g.OH, ph.Wph) if inner else (n, g.O, g.OH, ph.Wph), x.dtype)
+        dyf = _workspace(xp, "out", (g.O, n, g.OH, ph.Wph) if device else (n, g.O, g.OH, ph.Wph), x.dtype)
         dyf[..., g.OW :] = 0
-        dyf[..., : g.OW] = dy[n0 : n0 + step].transpose(1, 0, 2, 3) if inner else dy[n0 : n0 + step]
-        if inner:
+        dyf[..., : g.OW] = dy[n0 : n0 + step].transpose(1, 0, 2, 3) if device else dy[n0 : n0 + step]
+        if device:
             colg, dyg = col.reshape(G, g.K, n * ph.L), dyf.reshape(G, Og, n * ph.L)
             for k in range(G):
                 xp.matmul(dyg[k], colg[k].T, out=dw_n[k])
@@ -778,7 +770,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         gflat = grad.reshape(*ph.shape(n)[:4], -1)
         for tap in ph.taps:  # col2im: one contiguous add per tap
             _, a, b, s0 = tap
-            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, tap[0]].transpose(1, 0, 2) if inner else col[:, :, tap[0], :]
+            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, tap[0]].transpose(1, 0, 2) if device else col[:, :, tap[0], :]
         ph.merge(grad, dx[n0 : n0 + step])
     if by_conv:
         dx = _dx_by_conv(dy, w, g)
