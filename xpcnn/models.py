@@ -16,8 +16,8 @@ function                  input (per sample)  parameters  used by
 ========================  ==================  ==========  ============================
 
 :data:`RECIPES` holds the settings ``xpcnn train`` uses for each data set
-(network, epochs, learning rates), so a script can train exactly what the
-command trains.
+(network, epochs, batch size, learning rates and their decay), so a script
+can train exactly what the command trains.
 """
 
 from __future__ import annotations
