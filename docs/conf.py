@@ -45,8 +45,6 @@ templates_path = ["_templates"]
 autosummary_generate = True
 autosummary_ignore_module_all = False  # a module's __all__ is its public API
 autodoc_typehints = "none"  # the numpydoc sections already give the types
-# scikit-learn generates these on every estimator; their docstrings cite its own glossary.
-autodoc_default_options = {"exclude-members": "set_fit_request, set_partial_fit_request, set_score_request"}
 numpydoc_show_class_members = False  # the class template lists them instead
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
