@@ -80,12 +80,16 @@ def open_input(path: str):
     else:
         if not os.path.isfile(path):
             raise _usage(f"INPUT {path} does not exist (expected a .npy file or a zarr array)")
+        with open(path, "rb") as fh:
+            magic = fh.read(len(np.lib.format.MAGIC_PREFIX))
+        if magic.startswith(b"PK"):
+            raise _usage(f"INPUT {path} is an .npz archive; expected one array in a .npy file or a zarr array")
+        if magic != np.lib.format.MAGIC_PREFIX:
+            raise _usage(f"INPUT {path} is not a .npy file (it starts with {magic!r}); expected a .npy file or a zarr array")
         try:
-            mm = np.load(path, mmap_mode="r")
+            mm = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise _usage(f"INPUT {path} is not a readable .npy file ({exc})") from None
-        if not isinstance(mm, np.ndarray):
-            raise _usage(f"INPUT {path} is an .npz archive; expected one array in a .npy file or a zarr array")
         source = NpyRows(path, mm.shape, mm.dtype)
     dtype = np.dtype(source.dtype)
     if dtype.kind != "f" and dtype != np.uint8:

@@ -33,6 +33,8 @@ import importlib.util
 import os
 import time
 
+import numpy as np
+
 from .. import backend
 from ..models import RECIPES
 from ..optim import SGD, Adam, StepLR
@@ -197,9 +199,12 @@ def run(args) -> int:
               f"{epochs} epochs of batch {batch_size}")
         t_fit = time.perf_counter()
         try:
-            history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                                validation_data=(x_test, y_test), seed=args.seed, progress=not args.no_progress,
-                                scheduler=scheduler)
+            # fit checks every batch for NaN and inf and stops with one message, so NumPy's
+            # overflow warnings on the way there would only print lines of noise before it.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                history = model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                                    validation_data=(x_test, y_test), seed=args.seed,
+                                    progress=not args.no_progress, scheduler=scheduler)
         except FloatingPointError as exc:  # diverged: a setting to change, not a crash
             raise UsageError(f"xpcnn train: training diverged with --lr {lr}: {exc}") from None
         backend.synchronize(backend.module(name))
