@@ -274,7 +274,7 @@ def check(lib: str, got, want, dtype: str) -> tuple[str | None, str]:
 # --- timing -------------------------------------------------------------------------------------
 
 
-def time_rounds(fns: dict, repeat: int) -> dict:
+def run_rounds(fns: dict, repeat: int) -> dict:
     """Per library, the seconds of `repeat` warm calls, taken in rotating order round by round."""
     times = {lib: [] for lib in fns}
     libs = list(fns)
@@ -343,9 +343,9 @@ def main(argv=None) -> int:
                             refused[lib] = reason
                             continue
                     (loops if lib in LOOP_LIBRARIES else fns)[lib] = fn
-                times = time_rounds(fns, args.repeat)
+                times = run_rounds(fns, args.repeat)
                 for lib, fn in loops.items():
-                    times[lib] = [min(time_once(fn) for _ in range(args.loop_repeat))]
+                    times[lib] = [min(seconds_of(fn) for _ in range(args.loop_repeat))]
                 ours = times["xpcnn"]
                 print(f"\n{wname}, {mode}")
                 print(f"  {'library':10s} {'ms':>10s} {'ratio':>8s}")
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def time_once(fn) -> float:
+def seconds_of(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
