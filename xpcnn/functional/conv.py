@@ -536,21 +536,23 @@ def _forward_tiles(x, w, g, y):
     # copy of (R-1)*SH + eKH input rows per R output rows instead of KH each).
     R = min(-(-STACK_ROWS // Og), g.OH) if Cg <= 4 and Og < STACK_ROWS else 1
     limit = min(CACHE_CHUNK_BYTES, int(config.workspace_bytes))
+    stacked = _stacked_weights(w, g, R) if R > 1 else None  # once per call, not per image
+    blocks = g.OH // R
+    if g.PH or g.PW:
+        xpad = _workspace(xp, "phases", (g.C, g.H + 2 * g.PH, g.W + 2 * g.PW), x.dtype)
+        xpad[...] = 0  # the border stays zero: each image writes only the inside
     for n in range(g.N):
         xn = x[n]
         if g.PH or g.PW:
-            xpad = _workspace(xp, "phases", (g.C, g.H + 2 * g.PH, g.W + 2 * g.PW), x.dtype)
-            xpad[...] = 0
             xpad[:, g.PH : g.PH + g.H, g.PW : g.PW + g.W] = xn
             xn = xpad
         # Blocks of R rows, then the rows left over one at a time.
-        blocks = g.OH // R
         for r_first, r_stop, step in ((0, blocks * R, R), (blocks * R, g.OH, 1)):
             if r_first == r_stop:
                 continue
             sc, sr, s = xn.strides
             if step > 1:  # every input row of the block, for the stacked filters
-                ws, P, pr = _stacked_weights(w, g, step), (step - 1) * g.SH + g.DH * (g.KH - 1) + 1, sr
+                ws, P, pr = stacked, (step - 1) * g.SH + g.DH * (g.KH - 1) + 1, sr
             else:  # the kernel's rows only
                 ws, P, pr = w.reshape(G, Og, g.K), g.KH, g.DH * sr
             # Tiles of m blocks: their im2col (C, P, KW, m, OW) and, when stacked, the product.
