@@ -26,7 +26,7 @@ on a shared machine slows both sides of its ratio alike; it is given for
 wall time and for each worker's CPU time (``time.process_time``), which
 waiting for a core does not count (with one thread it is the steadier
 figure on a shared machine; with more, it also counts threads that spin). ``--layers`` adds
-xpcnn's time per layer (forward, backward; median of repeats).
+xpcnn's time per layer (forward, backward) within ``fit``'s steps.
 
 This is a script, not an asv benchmark; ``benchmarks/bench_pipeline.py``
 tracks a digits training step in asv.
@@ -157,36 +157,38 @@ class Worker:
         self.proc.wait()
 
 
-def layer_times(batch: int, repeat: int):
-    """xpcnn's median forward and backward seconds per layer of LeNet-5 (training mode)."""
-    from xpcnn.losses import SoftmaxCrossEntropy
-    from xpcnn.models import lenet5
+def layer_times(x, y, batch: int, steps: int):
+    """Where a step of xpcnn's ``fit`` spends its time: ms per step in each layer's forward and backward.
 
-    model = lenet5(seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, batch)
-    loss = SoftmaxCrossEntropy()
-    acts = [x]
-    for layer in model:
-        acts.append(layer.forward(acts[-1], training=True))
-    loss(acts[-1], y)
-    grads = [loss.backward()]
-    for layer in reversed(model.layers):
-        grads.append(layer.backward(grads[-1]))
-    grads = grads[::-1]  # grads[i] = gradient w.r.t. the output of layer i - 1
-    rows = []
+    Each layer's methods are wrapped with a timer and ``fit`` runs as in the
+    throughput turns (after a warm-up), so every figure is measured in
+    context: caches and BLAS threads as in training, the first layer's
+    backward without its input gradient. The last row is the rest of the
+    step: loss, optimizer, checks, batching.
+    """
+    from xpcnn.models import lenet5
+    from xpcnn.optim import Adam
+
+    model, opt = lenet5(seed=0), Adam(1e-3)
+    spent = {}
     for i, layer in enumerate(model):
-        fwd, bwd = [], []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            layer.forward(acts[i], training=True)
-            t1 = time.perf_counter()
-            layer.backward(grads[i + 1])
-            bwd.append(time.perf_counter() - t1)
-            fwd.append(t1 - t0)
-        rows.append((repr(layer), statistics.median(fwd), statistics.median(bwd)))
-    return rows
+        for method in ("forward", "backward"):
+            def timed(*a, _call=getattr(layer, method), _key=(i, method), **kw):
+                t0 = time.perf_counter()
+                out = _call(*a, **kw)
+                spent[_key] = spent.get(_key, 0.0) + time.perf_counter() - t0
+                return out
+
+            setattr(layer, method, timed)
+    n = steps * batch
+    model.fit(x[:n], y[:n], epochs=1, batch_size=batch, optimizer=opt, progress=False)
+    spent.clear()
+    t0 = time.perf_counter()
+    model.fit(x[n : 2 * n], y[n : 2 * n], epochs=1, batch_size=batch, optimizer=opt, progress=False)
+    total = (time.perf_counter() - t0) / steps
+    rows = [(repr(layer), spent[i, "forward"] / steps, spent[i, "backward"] / steps) for i, layer in enumerate(model)]
+    layers = sum(f + b for _, f, b in rows)
+    return rows + [("rest of the step (loss, Adam, checks, batches)", total - layers, 0.0), ("whole step", total, 0.0)]
 
 
 def cpu_model() -> str:
@@ -243,9 +245,10 @@ def main(argv=None) -> int:
     if args.layers:
         from threadpoolctl import threadpool_limits
 
+        x, y, _ = load(args.data_dir, 2 * 100 * args.batch)
         with threadpool_limits(args.threads):
-            print("xpcnn per layer (median ms, forward / backward):")
-            for name, f, b in layer_times(args.batch, 50):
+            print("xpcnn per step of fit, 100 steps (ms, forward / backward):")
+            for name, f, b in layer_times(x, y, args.batch, 100):
                 print(f"  {name:40s} {f * 1e3:7.3f} / {b * 1e3:7.3f}")
     return 0
 
