@@ -36,6 +36,7 @@ stay within ``xpcnn.config.workspace_bytes``.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import NamedTuple
@@ -331,6 +332,13 @@ class _Phases:
         return flat[a, b, :, :, s0 : s0 + self.L]
 
 
+@functools.lru_cache(maxsize=256)
+def _phases(g: ConvGeometry) -> _Phases:
+    """The :class:`_Phases` of `g`, built once per geometry: its tap tables
+    cost a small layer (LeNet-5's) more time than its copies."""
+    return _Phases(g)
+
+
 class _Crop(NamedTuple):
     """A convolution whose outer taps read only padding, on the frame its other taps read."""
 
@@ -340,6 +348,7 @@ class _Crop(NamedTuple):
     read: tuple  # the same rows and columns in the frame
 
 
+@functools.lru_cache(maxsize=256)
 def _reach(g: ConvGeometry) -> _Crop | None:
     """None when every tap reads the input (the usual case); else the smaller equivalent problem.
 
@@ -409,9 +418,25 @@ def _fill_col(ph: _Phases, flat: Array, col: Array, images_inner: bool) -> None:
     With `images_inner`, `col` is ``(C, KH*KW, n, L)``: images side by side,
     so one matrix product per group covers the whole chunk (a wide,
     multithreaded GEMM; the forward's layout). Otherwise ``(n, C, KH*KW,
-    L)``: one block per image (the backward's layout, measured faster for
-    its per-image weight-gradient products and col2im adds).
+    L)``: one block per image (measured faster for per-image products and
+    col2im adds). With one phase (stride 1) all taps are one strided view of
+    the phases, copied in one call rather than one per tap.
     """
+    g = ph.g
+    if len(ph.rows) == len(ph.cols) == 1:
+        xp = get_array_module(flat)
+        src = flat[0, 0]  # (n, C, frame)
+        sn, sc, s = src.strides
+        n = src.shape[0]
+        taps = (g.KH, g.KW)
+        # One phase: every tap's offset i*DH (j*DW) is a multiple of the stride.
+        tap_strides = (g.DH // g.SH * ph.Wph * s, g.DW // g.SW * s)
+        if images_inner:
+            view = xp.lib.stride_tricks.as_strided(src, (g.C, *taps, n, ph.L), (sc, *tap_strides, sn, s))
+        else:
+            view = xp.lib.stride_tricks.as_strided(src, (n, g.C, *taps, ph.L), (sn, sc, *tap_strides, s))
+        col.reshape(view.shape)[...] = view
+        return
     for tap in ph.taps:
         if images_inner:
             col[:, tap[0]] = ph.slice(flat, tap).transpose(1, 0, 2)
@@ -427,7 +452,7 @@ def _gemm_chunk(g: ConvGeometry, ph: _Phases, xp, itemsize: int) -> int:
 
 def _forward_gemm(x, w, g, y):
     xp = get_array_module(x)
-    ph = _Phases(g)
+    ph = _phases(g)
     KK = g.KH * g.KW
     wk = w.reshape(g.G, g.O // g.G, g.K)
     step = _gemm_chunk(g, ph, xp, x.itemsize)
@@ -444,7 +469,7 @@ def _forward_gemm(x, w, g, y):
 
 def _forward_shift(x, w, g, y):
     xp = get_array_module(x)
-    ph = _Phases(g)
+    ph = _phases(g)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
     # Per-tap weights (KH, KW, G, Og, Cg), C-ordered on a GPU: CuPy would copy a
     # strided operand of a batched matmul on every call. It copies the tap's
@@ -472,7 +497,7 @@ def _forward_shift(x, w, g, y):
 
 def _forward_rows(x, w, g, y):
     xp = get_array_module(x)
-    ph = _Phases(g)
+    ph = _phases(g)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
     # Kernel row i reads row phase a_i at row offset r_i; column tap j reads column
     # phase b_j at offset c_j. Copy, per used row phase, the KW column-shifted
@@ -725,7 +750,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
                 dx[:, :, crop.inside[0], crop.inside[1]] = fdx[:, :, crop.read[0], crop.read[1]]
         return dx, dw, dy.sum(axis=(0, 2, 3))
     G, Og, KK = g.G, g.O // g.G, g.KH * g.KW
-    ph = _Phases(g)
+    ph = _phases(g)
     # With more than 4 input channels per group, and on a GPU, the chunk's
     # images lie side by side in the im2col (the forward's layout): each
     # gradient is then one matrix product per group and chunk, wide enough
