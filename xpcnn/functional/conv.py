@@ -766,8 +766,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     dx = xp.empty_like(x) if need_dx and not by_conv else None
     dwT = xp.zeros((G, g.K, Og), dtype=x.dtype)  # transposed: see the products below
     dwT_n = xp.empty_like(dwT)
-    # Temporaries per image: phases of x and of dx, im2col (reused for its gradient), dy framed like the output.
-    per_sample = x.itemsize * (2 * ph.size + g.C * KK * ph.L + g.O * ph.L)
+    # Temporaries per image: phases of x and of dx, im2col (reused for its gradient), dy framed like the
+    # output and, one block per image, its weight gradient.
+    per_sample = x.itemsize * (2 * ph.size + g.C * KK * ph.L + g.O * ph.L + (0 if side else g.K * g.O))
     step = _chunk(g, per_sample, xp)
     for n0 in range(0, g.N, step):
         xc = x[n0 : n0 + step]
@@ -786,11 +787,11 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
             for k in range(G):
                 xp.matmul(colg[k], dyg[k].T, out=dwT_n[k])
             dwT += dwT_n
-        else:
+        else:  # one product per image, in one call, then their sum
             colg, dyg = col.reshape(n, G, g.K, ph.L), dyf.reshape(n, G, Og, ph.L)
-            for i in range(n):  # one product per image, accumulated: no (n, G, K, Og) temporary
-                xp.matmul(colg[i], dyg[i].transpose(0, 2, 1), out=dwT_n)
-                dwT += dwT_n
+            per_image = _workspace(xp, "dw", (n, G, g.K, Og), x.dtype)
+            xp.matmul(colg, dyg.transpose(0, 1, 3, 2), out=per_image)
+            dwT += per_image.sum(axis=0, out=dwT_n)
         if dx is None:
             continue
         xp.matmul(wkT, dyg, out=colg)  # the im2col gradient, in the im2col buffer
