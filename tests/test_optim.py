@@ -234,3 +234,74 @@ def test_step_lr_errors():
     with pytest.raises(ValueError, match="must schedule the optimizer given to fit"):
         Sequential(Dense(2, 2)).fit(np.zeros((4, 2), np.float32), np.zeros(4, int), optimizer=Adam(),
                                     scheduler=StepLR(opt, 1), progress=False)
+
+
+# ------------------------------------------------------- parameters updated together
+
+OPTIMIZERS = [
+    lambda: SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda: SGD(0.05),
+    lambda: Adam(0.01, weight_decay=0.02),
+]
+
+
+def _two_layer_model(seed=0):
+    return Sequential(Dense(5, 4, seed=seed), Dense(4, 3, seed=seed + 1))
+
+
+def _random_grads(model, rng):
+    for layer in model:
+        layer.grads = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in layer.params.items()}
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS)
+def test_parameters_updated_together_match_one_at_a_time_bit_for_bit(make):
+    # The grouped step works on one flat array; the reference steps each parameter
+    # alone: its own optimizer and a stand-in layer holding only it (a group of one).
+    together, alone = _two_layer_model(), _two_layer_model()
+    opt = make()
+    singles = {(i, name): (Dense(1, 1, bias=False), make()) for i, layer in enumerate(alone) for name in layer.params}
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        _random_grads(together, rng)
+        opt.step(together)
+        for (i, name), (single, single_opt) in singles.items():
+            single.params = {"weight": alone[i].params[name]}
+            single.grads = {"weight": together[i].grads[name]}
+            single_opt.step(single)
+    for a, b in zip(together, alone):
+        for name in a.params:
+            np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_state_of_parameters_updated_together_reads_per_parameter():
+    model = _two_layer_model()
+    opt = Adam(0.01)
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        _random_grads(model, rng)
+        opt.step(model)
+    state = opt.state[(id(model[1]), "bias")]
+    assert state["step"] == 2 and state["exp_avg"].shape == (3,)
+    # after two steps m = 0.19 g1 + 0.1 g2 is not 0 where the gradients were not
+    assert np.all(state["exp_avg"] != 0)
+    state["exp_avg"] = np.zeros(3, np.float32)  # replaced by hand: the next step must use it
+    _random_grads(model, rng)
+    g = model[1].grads["bias"].copy()
+    opt.step(model)
+    np.testing.assert_allclose(opt.state[(id(model[1]), "bias")]["exp_avg"], 0.1 * g, rtol=1e-6)
+
+
+def test_a_layer_added_after_some_steps_trains_with_the_others():
+    first = Dense(3, 2, seed=0)
+    opt = Adam(0.1)
+    rng = np.random.default_rng(2)
+    first.grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in first.params.items()}
+    opt.step([first])
+    second = Dense(2, 2, seed=1)
+    before = second.params["weight"].copy()
+    for layer in (first, second):
+        layer.grads = {k: np.ones_like(v) for k, v in layer.params.items()}
+    opt.step([first, second])  # step counts 2 and 1: updated one at a time
+    assert opt.state[(id(first), "weight")]["step"] == 2 and opt.state[(id(second), "weight")]["step"] == 1
+    np.testing.assert_allclose(second.params["weight"], before - 0.1, rtol=1e-5)  # Adam's first step: lr * sign

@@ -33,6 +33,8 @@ def _parameters(model: Any) -> list:
 
 
 def _same_backend(state: Array, p: Array) -> Array:
+    if type(state) is type(p):
+        return state
     xp = get_array_module(p)
     if get_array_module(state) is xp:
         return state
@@ -46,6 +48,7 @@ class Optimizer:
         self.lr = real_arg(lr, "lr", 0.0)
         self.weight_decay = real_arg(weight_decay, "weight_decay", 0.0)
         self.state: dict[tuple[int, str], dict] = {}
+        self._flat: dict = {}  # (backend, dtype) -> _Flat
 
     def step(self, model: Any) -> None:
         """Update every parameter of `model` in place from its gradient.
@@ -60,7 +63,17 @@ class Optimizer:
             If a parameter has no gradient (``backward`` was not called).
         ValueError
             If a gradient's shape differs from its parameter's.
+
+        Notes
+        -----
+        Parameters of one backend and dtype are updated together, as one
+        flat array (PyTorch's "foreach" idea): a dozen operations per step
+        instead of a dozen per parameter, which for LeNet-5's ten small
+        parameters cost more than the arithmetic. Each parameter's state is
+        a view of the flat state, and every element goes through the same
+        operations as it would alone: the results are the same bits.
         """
+        groups: dict = {}
         for layer, name in _parameters(model):
             p = layer.params[name]
             g = layer.grads.get(name)
@@ -75,9 +88,37 @@ class Optimizer:
             for key, value in state.items():
                 if key != "layer" and hasattr(value, "shape"):
                     state[key] = _same_backend(value, p)
-            if self.weight_decay:
-                g = g + p * p.dtype.type(self.weight_decay)
-            self._update(p, g, state)
+            groups.setdefault((backend.name_of(get_array_module(p)), p.dtype), []).append((p, g, state))
+        for key, group in groups.items():
+            if len(group) > 1 and self._step_flat(key, group):
+                continue
+            for p, g, state in group:
+                if self.weight_decay:
+                    g = g + p * p.dtype.type(self.weight_decay)
+                self._update(p, g, state)
+
+    def _step_flat(self, key: tuple, group: list) -> bool:
+        """Update a group of parameters as one flat array; False if their states differ (then one by one)."""
+        flat = self._flat.get(key)
+        if flat is None or not flat.holds(group):
+            flat = _Flat.build(group)
+            if flat is None:
+                return False
+            self._flat[key] = flat
+        xp = get_array_module(flat.p)
+        xp.concatenate([p.reshape(-1) for p, _, _ in group], out=flat.p)
+        xp.concatenate([g.reshape(-1) for _, g, _ in group], out=flat.g)
+        g = flat.g
+        if self.weight_decay:
+            g = g + flat.p * flat.p.dtype.type(self.weight_decay)
+        self._update(flat.p, g, flat.state)
+        flat.scatter(group)
+        return True
+
+    def __getstate__(self) -> dict:
+        saved = self.__dict__.copy()
+        saved.pop("_flat", None)  # the state holds views of it: rebuilt from them at the next step
+        return saved
 
     def __setstate__(self, saved: dict) -> None:
         # A copy or an unpickled optimizer holds copies of the layers: key their
@@ -85,6 +126,7 @@ class Optimizer:
         # (pickle, copy.deepcopy) keep training where they stopped.
         self.__dict__.update(saved)
         self.state = {(id(s["layer"]), name): s for (_, name), s in saved["state"].items()}
+        self._flat = {}
 
     def _update(self, p: Array, g: Array, state: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -92,6 +134,75 @@ class Optimizer:
     def reset(self) -> None:
         """Forget all state (momentum buffers, moments, step counts)."""
         self.state.clear()
+        self._flat.clear()
+
+
+class _Flat:
+    """A group of parameters' values, gradients and optimizer state, each as one flat array.
+
+    Each parameter's state dict holds views of the flat state; the
+    parameters stay the layers' own arrays, copied in and out at each step.
+    """
+
+    def __init__(self, group: list, state: dict) -> None:
+        p0 = group[0][0]
+        self.owners = [s for _, _, s in group]
+        self.shapes = [p.shape for p, _, _ in group]
+        self.sizes = [p.size for p, _, _ in group]
+        self.p = get_array_module(p0).empty(sum(self.sizes), dtype=p0.dtype)
+        self.g = get_array_module(p0).empty_like(self.p)
+        self.state = state
+        self.views: list[dict] = [{} for _ in group]
+
+    @classmethod
+    def build(cls, group: list) -> "_Flat | None":
+        """Gather the group's states into flat arrays; None unless they have the same keys and step counts."""
+        states = [{k: v for k, v in s.items() if k != "layer"} for _, _, s in group]
+        if any(set(s) != set(states[0]) for s in states):
+            return None
+        state = {}
+        for k in states[0]:
+            values = [s[k] for s in states]
+            if all(hasattr(v, "shape") for v in values):
+                state[k] = get_array_module(values[0]).concatenate([v.reshape(-1) for v in values])
+            elif all(v == values[0] for v in values):
+                state[k] = values[0]
+            else:
+                return None
+        flat = cls(group, state)
+        flat._bind()
+        return flat
+
+    def holds(self, group: list) -> bool:
+        """Whether `group` is the parameters this was built for, their states still its views."""
+        return len(group) == len(self.owners) and all(
+            s is owner and p.shape == shape and all(s.get(k) is v for k, v in views.items())
+            for (p, _, s), owner, shape, views in zip(group, self.owners, self.shapes, self.views)
+        )
+
+    def _bind(self) -> None:
+        """Point each parameter's state at its part of the flat state (new keys appear at the first step)."""
+        start = 0
+        for owner, size, shape, views in zip(self.owners, self.sizes, self.shapes, self.views):
+            for k, v in self.state.items():
+                if hasattr(v, "shape"):
+                    views[k] = owner[k] = v[start : start + size].reshape(shape)
+                else:
+                    owner[k] = v
+            start += size
+
+    def scatter(self, group: list) -> None:
+        """Copy the updated flat values into the layers' arrays and the step counts into their states."""
+        start = 0
+        for (p, _, _), size in zip(group, self.sizes):
+            p[...] = self.p[start : start + size].reshape(p.shape)
+            start += size
+        if len(self.views[0]) != sum(hasattr(v, "shape") for v in self.state.values()):
+            self._bind()  # the first step made the state's arrays
+            return
+        counts = [(k, v) for k, v in self.state.items() if not hasattr(v, "shape")]
+        for owner in self.owners:
+            owner.update(counts)
 
 
 class SGD(Optimizer):
