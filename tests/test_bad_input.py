@@ -269,3 +269,27 @@ def test_tutorial_takes_long_double():
     ref = np.stack([correlate(img.astype(np.float64), k, mode="valid") for k in bank], axis=-1)
     np.testing.assert_allclose(out, ref, rtol=1e-12)
     assert tutorial.relu(img).dtype == np.float64
+
+
+# ------------------------------------------------ remembered geometries still check
+
+
+def test_remembered_geometry_still_refuses_floats_and_bools():
+    # 1.0 and True equal 1 as dict keys: after the int call is remembered, they
+    # must still be checked, not served the int call's geometry.
+    g = F.conv_geometry((1, 1, 4, 4), (1, 1, 2, 2), 1, 0, 1, 1)
+    assert F.conv_geometry((1, 1, 4, 4), (1, 1, 2, 2), 1, 0, 1, 1) is g  # remembered
+    for args in [(1.0, 0, 1, 1), (1, (0, 0.0), 1, 1), (1, 0, True, 1), (1, 0, 1, True)]:
+        with pytest.raises(TypeError):
+            F.conv_geometry((1, 1, 4, 4), (1, 1, 2, 2), *args)
+    x = np.ones((1, 1, 4, 4), np.float32)
+    F.max_pool2d(x, 2)
+    for bad in (2.0, (2, 2.0)):
+        with pytest.raises(TypeError, match="kernel_size"):
+            F.max_pool2d(x, bad)
+
+
+def test_a_refused_geometry_is_refused_every_time():
+    for _ in range(2):
+        with pytest.raises(ValueError, match="groups=4 must divide"):
+            F.conv_geometry((1, 6, 4, 4), (4, 2, 2, 2), 1, 0, 1, 4)

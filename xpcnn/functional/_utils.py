@@ -6,10 +6,11 @@ the checks cost nothing and run before any heavy work.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
-from typing import Any
+from typing import Any, Callable
 
 from ..backend import get_array_module
 
@@ -111,3 +112,40 @@ def check_same(a: Any, b: Any, names: str) -> None:
         raise TypeError(f"{names} must be on the same backend, got {type(a).__name__} and {type(b).__name__}")
     if a.dtype != b.dtype:
         raise TypeError(f"{names} must have the same dtype, got {a.dtype} and {b.dtype}")
+
+
+#: Entries kept by :func:`memo_plain` per function before it starts afresh.
+MEMO_SIZE = 1024
+
+
+def _plain(value: Any) -> bool:
+    t = type(value)
+    return value is None or t is int or (t is tuple and all(type(v) is int for v in value))
+
+
+def memo_plain(fn: Callable) -> Callable:
+    """Remember `fn`'s results for positional arguments that are all ints, ``None`` or tuples of ints.
+
+    For the pure shape-checking functions that every layer calls at each
+    step (their pairs and checks cost a small layer more than its
+    arithmetic). Only exact types are remembered: ``1.0`` and ``True`` equal
+    ``1`` as dict keys, so any other argument goes through `fn` and its
+    checks every time, as does any call that raises.
+    """
+    cache: dict = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if kwargs or not all(_plain(a) for a in args):
+            return fn(*args, **kwargs)
+        try:
+            return cache[args]
+        except KeyError:
+            pass
+        result = fn(*args)
+        if len(cache) >= MEMO_SIZE:
+            cache.clear()
+        cache[args] = result
+        return result
+
+    return wrapper

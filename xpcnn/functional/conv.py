@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 from .. import config
 from ..backend import Array, get_array_module, is_device, synchronize
-from ._utils import check_float, check_ndim, check_same, int_arg, out_size, pair
+from ._utils import check_float, check_ndim, check_same, int_arg, memo_plain, out_size, pair
 
 ALGOS = ("auto", "einsum", "gemm", "shift", "rows", "tiles")
 
@@ -79,6 +79,7 @@ class ConvGeometry(NamedTuple):
         return self.OH * self.OW
 
 
+@memo_plain
 def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1) -> ConvGeometry:
     """Check the arguments of a convolution and compute its output size.
 

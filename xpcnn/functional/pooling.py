@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from ..backend import Array, get_array_module, is_device
 from . import _blocks
-from ._utils import check_float, check_ndim, check_same, out_size, pair
+from ._utils import check_float, check_ndim, check_same, memo_plain, out_size, pair
 
 
 class PoolGeometry(NamedTuple):
@@ -54,9 +54,14 @@ def pool_geometry(x: Array, kernel_size, stride=None, padding=0) -> PoolGeometry
     """
     check_float(x, "x")
     check_ndim(x, 4, "x", "(N, C, H, W)")
-    N, C, H, W = x.shape
+    return _pool_geometry(tuple(x.shape), kernel_size, stride, padding)
+
+
+@memo_plain
+def _pool_geometry(shape: tuple, kernel_size, stride, padding) -> PoolGeometry:
+    N, C, H, W = shape
     if min(N, C, H, W) < 1:
-        raise ValueError(f"empty pooling input: x.shape={tuple(x.shape)} (N, C, H, W must all be >= 1)")
+        raise ValueError(f"empty pooling input: x.shape={shape} (N, C, H, W must all be >= 1)")
     KH, KW = pair(kernel_size, "kernel_size", 1)
     SH, SW = (KH, KW) if stride is None else pair(stride, "stride", 1)
     PH, PW = pair(padding, "padding", 0)
