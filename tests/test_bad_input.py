@@ -293,3 +293,7 @@ def test_a_refused_geometry_is_refused_every_time():
     for _ in range(2):
         with pytest.raises(ValueError, match="groups=4 must divide"):
             F.conv_geometry((1, 6, 4, 4), (4, 2, 2, 2), 1, 0, 1, 4)
+
+
+def test_geometry_of_shapes_given_as_lists():
+    assert F.conv_geometry([2, 3, 8, 8], [4, 3, 3, 3], 1, 1, 1, 1) == F.conv_geometry((2, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1, 1)

@@ -118,34 +118,45 @@ def check_same(a: Any, b: Any, names: str) -> None:
 MEMO_SIZE = 1024
 
 
-def _plain(value: Any) -> bool:
-    t = type(value)
-    return value is None or t is int or (t is tuple and all(type(v) is int for v in value))
-
-
-def memo_plain(fn: Callable) -> Callable:
-    """Remember `fn`'s results for positional arguments that are all ints, ``None`` or tuples of ints.
+def memo_plain(trusted: int = 0) -> Callable:
+    """Remember a function's results for positional arguments that are ints, ``None`` or tuples of ints.
 
     For the pure shape-checking functions that every layer calls at each
     step (their pairs and checks cost a small layer more than its
     arithmetic). Only exact types are remembered: ``1.0`` and ``True`` equal
-    ``1`` as dict keys, so any other argument goes through `fn` and its
-    checks every time, as does any call that raises.
+    ``1`` as dict keys, so a call with any other argument goes through the
+    function and its checks every time, as does a call that raises. The
+    first `trusted` arguments are shapes of arrays, tuples of ints by
+    construction, and are not inspected.
     """
-    cache: dict = {}
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if kwargs or not all(_plain(a) for a in args):
-            return fn(*args, **kwargs)
-        try:
-            return cache[args]
-        except KeyError:
-            pass
-        result = fn(*args)
-        if len(cache) >= MEMO_SIZE:
-            cache.clear()
-        cache[args] = result
-        return result
+    def decorate(fn: Callable) -> Callable:
+        cache: dict = {}
 
-    return wrapper
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if kwargs:
+                return fn(*args, **kwargs)
+            for a in args[trusted:]:
+                t = type(a)
+                if t is tuple:
+                    for v in a:
+                        if type(v) is not int:
+                            return fn(*args)
+                elif t is not int and a is not None:
+                    return fn(*args)
+            try:
+                return cache[args]
+            except KeyError:
+                pass
+            except TypeError:  # a list where a shape was expected: not remembered
+                return fn(*args)
+            result = fn(*args)
+            if len(cache) >= MEMO_SIZE:
+                cache.clear()
+            cache[args] = result
+            return result
+
+        return wrapper
+
+    return decorate

@@ -79,7 +79,7 @@ class ConvGeometry(NamedTuple):
         return self.OH * self.OW
 
 
-@memo_plain
+@memo_plain(trusted=2)
 def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1) -> ConvGeometry:
     """Check the arguments of a convolution and compute its output size.
 
