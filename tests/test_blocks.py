@@ -16,8 +16,8 @@ import scipy.special as sps
 from xpcnn import functional as F
 from xpcnn.functional import _blocks
 
-# 2 x 32 x 64 x 65 float32 = 1.02 MiB: two default blocks and a short one.
-SHAPE = (2, 32, 64, 65)
+# 2 x 32 x 128 x 129 float32 = 4.03 MiB: two default blocks and a short one.
+SHAPE = (2, 32, 128, 129)
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_blocking_gives_identical_bits(big, rng, monkeypatch):
 def test_non_contiguous_input(big, blocks):
     xt = big.transpose(0, 1, 3, 2)
     np.testing.assert_array_equal(F.relu(xt), np.maximum(xt, 0))
-    np.testing.assert_array_equal(F.max_pool2d(xt, 2), xt[:, :, :64, :64].reshape(2, 32, 32, 2, 32, 2).max(axis=(3, 5)))
+    np.testing.assert_array_equal(F.max_pool2d(xt, 2), xt[:, :, :128, :128].reshape(2, 32, 64, 2, 64, 2).max(axis=(3, 5)))
 
 
 # ---------------------------------------------------------------- pooling
