@@ -418,9 +418,9 @@ def _fill_col(ph: _Phases, flat: Array, col: Array, images_inner: bool) -> None:
 
     With `images_inner`, `col` is ``(C, KH*KW, n, L)``: images side by side,
     so one matrix product per group covers the whole chunk (a wide,
-    multithreaded GEMM; the forward's layout). Otherwise ``(n, C, KH*KW,
-    L)``: one block per image (measured faster for per-image products and
-    col2im adds). With one phase (stride 1) all taps are one strided view of
+    multithreaded GEMM; the GPU's layout, and the backward's above 4 input
+    channels per group). Otherwise ``(n, C, KH*KW, L)``: one block per image,
+    for per-image products in one batched call. With one phase (stride 1) all taps are one strided view of
     the phases, copied in one call rather than one per tap.
     """
     g = ph.g
@@ -767,7 +767,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     # images lie side by side in the im2col (the forward's layout): each
     # gradient is then one matrix product per group and chunk, wide enough
     # for BLAS to spread over its threads (LeNet-5's second layer and shapes
-    # D-F: 1.1-1.5x faster than one product per image). With fewer, one
+    # D-F: 1.07-1.5x faster than one product per image). With fewer, one
     # block per image: thin chunk-wide products ran 1.5x slower (shape C),
     # and the per-image copies stay in the cache.
     side = is_device(xp) or g.C // g.G > 4
