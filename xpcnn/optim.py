@@ -175,10 +175,15 @@ class _Flat:
 
     def holds(self, group: list) -> bool:
         """Whether `group` is the parameters this was built for, their states still its views."""
-        return len(group) == len(self.owners) and all(
-            s is owner and p.shape == shape and all(s.get(k) is v for k, v in views.items())
-            for (p, _, s), owner, shape, views in zip(group, self.owners, self.shapes, self.views)
-        )
+        if len(group) != len(self.owners):
+            return False
+        for (p, _, s), owner, shape, views in zip(group, self.owners, self.shapes, self.views):
+            if s is not owner or p.shape != shape:
+                return False
+            for k, v in views.items():
+                if s.get(k) is not v:
+                    return False
+        return True
 
     def _bind(self) -> None:
         """Point each parameter's state at its part of the flat state (new keys appear at the first step)."""

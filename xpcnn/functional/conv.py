@@ -123,8 +123,7 @@ def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1) -
 
 
 def _check_arrays(x: Array, w: Array, b: Array | None, O: int) -> None:  # noqa: E741
-    check_float(x, "x")
-    check_float(w, "w")
+    """Backends, dtypes and the bias, once `x` and `w` are known to be float arrays."""
     check_same(x, w, "x and w")
     if b is not None:
         check_float(b, "b")
