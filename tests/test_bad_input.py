@@ -297,3 +297,14 @@ def test_a_refused_geometry_is_refused_every_time():
 
 def test_geometry_of_shapes_given_as_lists():
     assert F.conv_geometry([2, 3, 8, 8], [4, 3, 3, 3], 1, 1, 1, 1) == F.conv_geometry((2, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("bad", [(2, True), (True, 2), [False, 1]])
+def test_a_bool_inside_a_size_pair_is_refused(bad):
+    x = np.ones((1, 1, 6, 6), np.float32)
+    with pytest.raises(TypeError, match="kernel_size must be an int or a pair of ints"):
+        F.max_pool2d(x, bad)
+    with pytest.raises(TypeError, match="stride must be an int or a pair of ints"):
+        F.conv2d(x, np.ones((1, 1, 2, 2), np.float32), stride=bad)
+    with pytest.raises(TypeError, match="kernel_size"):
+        L.Conv2D(1, 1, bad)

@@ -74,15 +74,14 @@ def real_arg(value: Any, name: str, low: float | None = None, high: float | None
 
 def pair(value: Any, name: str, minimum: int = 0) -> tuple[int, int]:
     """``int`` or 2-sequence of ints -> ``(a, b)``, each ``>= minimum``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    refused = TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     try:
-        if hasattr(value, "__index__"):
-            a = b = operator.index(value)
-        else:
-            a, b = (operator.index(v) for v in value)  # index(), not int(): 1.7 is refused, not truncated
+        items = (value, value) if hasattr(value, "__index__") else tuple(value)
+        if any(isinstance(v, bool) for v in items):  # True is an int to Python, never a size here
+            raise refused
+        a, b = (operator.index(v) for v in items)  # index(), not int(): 1.7 is refused, not truncated
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        raise refused from None
     if a < minimum or b < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return a, b
