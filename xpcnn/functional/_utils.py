@@ -74,14 +74,13 @@ def real_arg(value: Any, name: str, low: float | None = None, high: float | None
 
 def pair(value: Any, name: str, minimum: int = 0) -> tuple[int, int]:
     """``int`` or 2-sequence of ints -> ``(a, b)``, each ``>= minimum``."""
-    refused = TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     try:
         items = (value, value) if hasattr(value, "__index__") else tuple(value)
         if any(isinstance(v, bool) for v in items):  # True is an int to Python, never a size here
-            raise refused
+            raise TypeError
         a, b = (operator.index(v) for v in items)  # index(), not int(): 1.7 is refused, not truncated
     except (TypeError, ValueError):
-        raise refused from None
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     if a < minimum or b < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return a, b

@@ -775,8 +775,8 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         wkT = xp.ascontiguousarray(wkT)  # CuPy copies a batched operand that is not C-ordered
     by_conv = need_dx and _dx_is_conv(g)
     dx = xp.empty_like(x) if need_dx and not by_conv else None
-    dwT = xp.zeros((G, g.K, Og), dtype=x.dtype)  # transposed: see the products below
-    dwT_n = xp.empty_like(dwT)
+    dwT = xp.empty((G, g.K, Og), dtype=x.dtype)  # transposed: see the products below
+    dwT_n = None  # a later chunk's part, added to the first's
     # Temporaries per image: phases of x and of dx, im2col (reused for its gradient), dy framed like the
     # output and, one block per image, its weight gradient.
     per_sample = x.itemsize * (2 * ph.size + g.C * KK * ph.L + g.O * ph.L + (0 if side else g.K * g.O))
@@ -793,16 +793,20 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         dyf[..., : g.OW] = dy[n0 : n0 + step].transpose(1, 0, 2, 3) if side else dy[n0 : n0 + step]
         # dw.T = col @ dy.T: OpenBLAS ran it 1.2-1.5x faster than dw = dy @ col.T
         # (the large operand transposed). A 2-D transposed view is read in place.
+        if n0:
+            dwT_n = xp.empty_like(dwT) if dwT_n is None else dwT_n
+        part = dwT_n if n0 else dwT
         if side:
             colg, dyg = col.reshape(G, g.K, n * ph.L), dyf.reshape(G, Og, n * ph.L)
             for k in range(G):
-                xp.matmul(colg[k], dyg[k].T, out=dwT_n[k])
-            dwT += dwT_n
+                xp.matmul(colg[k], dyg[k].T, out=part[k])
         else:  # one product per image, in one call, then their sum
             colg, dyg = col.reshape(n, G, g.K, ph.L), dyf.reshape(n, G, Og, ph.L)
             per_image = _workspace(xp, "dw", (n, G, g.K, Og), x.dtype)
             xp.matmul(colg, dyg.transpose(0, 1, 3, 2), out=per_image)
-            dwT += per_image.sum(axis=0, out=dwT_n)
+            per_image.sum(axis=0, out=part)
+        if n0:
+            dwT += dwT_n
         if dx is None:
             continue
         xp.matmul(wkT, dyg, out=colg)  # the im2col gradient, in the im2col buffer
