@@ -212,17 +212,22 @@ def _max_pool_backward_block(g: PoolGeometry, dy: Array, x: Array, y: Array, dx:
     # Windows that tile the input write every position once: no need to clear it first.
     tiled = (g.SH, g.SW) == (g.KH, g.KW) and g.OH * g.KH == g.H and g.OW * g.KW == g.W
     dxpad = _grad_frame(dx, g, clear=not tiled)
-    free = xp.ones(y.shape, dtype=bool)  # outputs whose winner is not found yet
-    for i in range(g.I0, g.I1):
-        for j in range(g.J0, g.J1):
-            win = (slice(None), slice(None)) + g.window(i, j)
-            hit = xpad[win] == y
+    offsets = [(i, j) for i in range(g.I0, g.I1) for j in range(g.J0, g.J1)]
+    free = None  # outputs whose winner is not found yet (all, before the first offset)
+    for k, (i, j) in enumerate(offsets):
+        win = (slice(None), slice(None)) + g.window(i, j)
+        hit = xpad[win] == y
+        last = k == len(offsets) - 1
+        if free is None:
+            free = None if last else ~hit
+        else:
             hit &= free
-            free ^= hit  # hit is a subset of free
-            if overlapping:
-                dxpad[win] += dy * hit
-            else:  # each input position is in one window only
-                xp.multiply(dy, hit, out=dxpad[win])
+            if not last:
+                free ^= hit  # hit is a subset of free
+        if overlapping:
+            dxpad[win] += dy * hit
+        else:  # each input position is in one window only
+            xp.multiply(dy, hit, out=dxpad[win])
     _crop_into(dxpad, dx, g)
 
 
