@@ -759,7 +759,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
             dw[:, :, crop.taps[0], crop.taps[1]] = fdw
             if need_dx:
                 dx[:, :, crop.inside[0], crop.inside[1]] = fdx[:, :, crop.read[0], crop.read[1]]
-        return dx, dw, dy.sum(axis=(0, 2, 3))
+        return dx, dw, _channel_sums(dy)
     G, Og, KK = g.G, g.O // g.G, g.KH * g.KW
     ph = _phases(g)
     # With more than 4 input channels per group, and on a GPU, the chunk's
@@ -819,8 +819,19 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         ph.merge(grad, dx[n0 : n0 + step])
     if by_conv:
         dx = _dx_by_conv(dy, w, g)
-    db = dy.sum(axis=(0, 2, 3))
+    db = _channel_sums(dy)
     return dx, xp.ascontiguousarray(dwT.transpose(0, 2, 1)).reshape(w.shape), db
+
+
+def _channel_sums(dy: Array) -> Array:
+    """``dy.sum(axis=(0, 2, 3))``, the bias gradient. On NumPy as a batched product with ones and a
+    sum over images: BLAS sums 3-4x faster than NumPy's reduction over three axes (LeNet-5's
+    layers). A GPU reduces in one kernel."""
+    xp = get_array_module(dy)
+    if is_device(xp):
+        return dy.sum(axis=(0, 2, 3))
+    N, O = dy.shape[:2]
+    return (dy.reshape(N, O, -1) @ xp.ones(dy.shape[2] * dy.shape[3], dtype=dy.dtype)).sum(axis=0)
 
 
 def _dx_is_conv(g: ConvGeometry) -> bool:
