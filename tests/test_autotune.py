@@ -108,12 +108,14 @@ def test_rule_picks_gemm_for_strides_and_few_channels():
 
     assert F.rule_algo(g(16, stride=2)) == "gemm"
     assert F.rule_algo(g(3)) == "gemm"
+    assert F.rule_algo(g(6)) == "gemm"
+    assert F.rule_algo(g(7)) == "rows"
     assert F.rule_algo(g(16)) == "rows"
     assert F.rule_algo(g(3, N=1)) == "tiles"
     assert F.rule_algo(g(16, N=1)) == "tiles"
     # A stride along one axis is enough: each of H and W is looked at.
     assert F.rule_algo(g(16, stride=(1, 2))) == "gemm"
     assert F.rule_algo(g(16, stride=(2, 1))) == "gemm"
-    # The channel condition counts the channels of one group: 16 in 4 groups is 4 per group.
-    assert F.rule_algo(g(16, groups=4)) == "gemm"
+    # The channel condition counts the channels of one group: 24 in 4 groups is 6 per group.
+    assert F.rule_algo(g(24, groups=4)) == "gemm"
     assert F.rule_algo(g(16, groups=2)) == "rows"
