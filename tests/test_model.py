@@ -241,6 +241,22 @@ def test_non_finite_loss_stops_with_last_good_weights(rng, bad):
         assert np.isfinite(a).all()
 
 
+def test_finite_check_passes_large_gradients_and_catches_each_bad_value():
+    model = _dense_model()
+    big = np.finfo(np.float32).max  # finite; a sum of several would overflow in float32
+    for layer, name in model.parameters():
+        layer.grads[name] = np.full(layer.params[name].shape, big, dtype=np.float32)
+    loss = np.asarray(np.float32(1.0))
+    assert model._finite(loss, np)
+    assert not model._finite(np.asarray(np.float32(np.nan)), np)
+    for layer, name in model.parameters():
+        for bad in (np.inf, -np.inf, np.nan):
+            kept = layer.grads[name].flat[-1]
+            layer.grads[name].flat[-1] = bad
+            assert not model._finite(loss, np), (layer, name, bad)
+            layer.grads[name].flat[-1] = kept
+
+
 class _NaNOnCall(SoftmaxCrossEntropy):
     """A loss that turns non-finite on its `bad`-th call (1-based)."""
 
