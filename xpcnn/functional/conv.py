@@ -254,7 +254,7 @@ def _grouped_weights(w: Array, g: ConvGeometry) -> Array:
     return w.reshape(g.G, g.O // g.G, g.C // g.G, g.KH, g.KW)
 
 
-def _forward_einsum(x, w, g, y):
+def _forward_einsum(x, w, g, y, bias=None):
     xp = get_array_module(x)
     wg = _grouped_weights(w, g)
     Hp, Wp = g.H + 2 * g.PH, g.W + 2 * g.PW
@@ -264,7 +264,7 @@ def _forward_einsum(x, w, g, y):
     for n0 in range(0, g.N, step):
         win = _windows(_pad(x[n0 : n0 + step], g), g)
         out = xp.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True)
-        y[n0 : n0 + step] = out.reshape(out.shape[0], g.O, g.OH, g.OW)
+        _store(y[n0 : n0 + step], out.reshape(out.shape[0], g.O, g.OH, g.OW), bias)
         del win, out  # free before the next chunk allocates its own
 
 
@@ -452,7 +452,7 @@ def _gemm_chunk(g: ConvGeometry, ph: _Phases, xp, itemsize: int) -> int:
     return _chunk(g, per_sample, xp)
 
 
-def _forward_gemm(x, w, g, y):
+def _forward_gemm(x, w, g, y, bias=None):
     xp = get_array_module(x)
     ph = _phases(g)
     KK = g.KH * g.KW
@@ -473,14 +473,14 @@ def _forward_gemm(x, w, g, y):
         if inner:
             out = _workspace(xp, "out", (G, Og, n * ph.L), x.dtype)
             xp.matmul(wk, col.reshape(G, g.K, n * ph.L), out=out)
-            y[n0 : n0 + step] = out.reshape(g.O, n, g.OH, ph.Wph)[..., : g.OW].transpose(1, 0, 2, 3)
+            _store(y[n0 : n0 + step], out.reshape(g.O, n, g.OH, ph.Wph)[..., : g.OW].transpose(1, 0, 2, 3), bias)
         else:
             out = _workspace(xp, "out", (n, G, Og, ph.L), x.dtype)
             xp.matmul(wk, col.reshape(n, G, g.K, ph.L), out=out)
-            y[n0 : n0 + step] = out.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
+            _store(y[n0 : n0 + step], out.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW], bias)
 
 
-def _forward_shift(x, w, g, y):
+def _forward_shift(x, w, g, y, bias=None):
     xp = get_array_module(x)
     ph = _phases(g)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
@@ -505,10 +505,10 @@ def _forward_shift(x, w, g, y):
             xp.matmul(wt[i, j], xs, out=acc if k == 0 else tmp)
             if k:
                 acc += tmp
-        y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
+        _store(y[n0 : n0 + step], acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW], bias)
 
 
-def _forward_rows(x, w, g, y):
+def _forward_rows(x, w, g, y, bias=None):
     xp = get_array_module(x)
     ph = _phases(g)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
@@ -539,7 +539,7 @@ def _forward_rows(x, w, g, y):
             xp.matmul(wr[i], xs, out=acc if i == 0 else tmp)
             if i:
                 acc += tmp
-        y[n0 : n0 + step] = acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW]
+        _store(y[n0 : n0 + step], acc.reshape(n, g.O, g.OH, ph.Wph)[..., : g.OW], bias)
 
 
 #: ``"tiles"`` computes ``R`` output rows per im2col column when a group
@@ -566,7 +566,7 @@ def _stacked_weights(w: Array, g: ConvGeometry, R: int) -> Array:
     return ws.reshape(G, Og * R, Cg * P * g.KW)
 
 
-def _forward_tiles(x, w, g, y):
+def _forward_tiles(x, w, g, y, bias=None):
     xp = get_array_module(x)
     G, Og, Cg = g.G, g.O // g.G, g.C // g.G
     # Few output channels make a thin matrix product, which BLAS runs slowly:
@@ -612,6 +612,17 @@ def _forward_tiles(x, w, g, y):
                     out = _workspace(xp, "out", (G, Og, step, m, g.OW), x.dtype)
                     xp.matmul(ws, cols, out=out.reshape(G, Og * step, m * g.OW))
                     rows.reshape(G, Og, m, step, g.OW)[...] = out.transpose(0, 1, 3, 2, 4)
+    if bias is not None:  # the products write straight into y: no copy to add the bias in
+        y += bias.reshape(1, g.O, 1, 1)
+
+
+def _store(y: Array, out: Array, b: Array | None) -> None:
+    """``y[...] = out``, plus the bias `b` per channel: added in this copy out of the
+    workspace rather than in another pass over ``y``."""
+    if b is None:
+        y[...] = out
+    else:
+        get_array_module(y).add(out, b.reshape(1, -1, 1, 1), out=y)
 
 
 _FORWARD = {"einsum": _forward_einsum, "gemm": _forward_gemm, "shift": _forward_shift, "rows": _forward_rows,
@@ -691,9 +702,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, algo="aut
             # once more below, so the first call rounds exactly as later ones.
             _trial(x, w, g, y)
         algo = choose_algo(g, xp, x.dtype)
-    _FORWARD[algo](x, w, g, y)
-    if b is not None:
-        y += b.reshape(1, g.O, 1, 1)
+    _FORWARD[algo](x, w, g, y, b)
     return y
 
 
