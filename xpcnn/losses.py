@@ -12,10 +12,9 @@ Both losses average over the batch, like PyTorch's default
 
 from __future__ import annotations
 
-from . import functional as F
-from .backend import Array
+from .backend import Array, get_array_module
 from .functional._utils import check_float, check_same
-from .functional.loss import _grad_scale
+from .functional.loss import _forward, _grad, _grad_scale
 
 __all__ = ["Loss", "MSELoss", "SoftmaxCrossEntropy"]
 
@@ -91,14 +90,16 @@ class SoftmaxCrossEntropy(Loss):
         TypeError, ValueError
             See :func:`xpcnn.functional.cross_entropy`.
         """
-        value = F.cross_entropy(logits, labels, check_range=check_range)
-        self._cache = (logits, labels)
+        value, logp, index, valid = _forward(logits, labels, check_range)
+        self._cache = (logp, index, valid)
         return value
 
     def backward(self, dloss=1.0):
         """Gradient ``dloss * (softmax(logits) - onehot(labels)) / N`` with respect to the logits."""
-        logits, labels = self._cached()
-        return F.cross_entropy_backward(logits, labels, dloss, check_range=False)
+        logp, index, valid = self._cached()
+        # softmax from the forward's log-probabilities (as PyTorch's log_softmax backward):
+        # one exp instead of a second softmax and label check.
+        return _grad(get_array_module(logp).exp(logp), index, valid, dloss)
 
 
 class MSELoss(Loss):

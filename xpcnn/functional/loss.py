@@ -80,13 +80,19 @@ def cross_entropy(logits, labels, *, check_range=True):
     ...
     ValueError: ...
     """
+    return _forward(logits, labels, check_range)[0]
+
+
+def _forward(logits, labels, check_range):
+    """The loss, the log-probabilities, the label indices and where labels were in range (None: all)."""
     _check(logits, labels, check_range)
     xp = get_array_module(logits)
     logp = log_softmax(logits, axis=1)
+    rows = xp.arange(logits.shape[0])
     if check_range:
-        return -logp[xp.arange(logits.shape[0]), labels].mean()
+        return -logp[rows, labels].mean(), logp, labels, None
     index, valid = _unchecked(labels, logits.shape[1], xp)
-    return -xp.where(valid, logp[xp.arange(logits.shape[0]), index], xp.nan).mean()
+    return -xp.where(valid, logp[rows, index], xp.nan).mean(), logp, index, valid
 
 
 def _unchecked(labels, num_classes: int, xp):
@@ -106,17 +112,19 @@ def cross_entropy_backward(logits, labels, dloss=1.0, *, check_range=True):
     dtype of `logits`.
     """
     _check(logits, labels, check_range)
-    xp = get_array_module(logits)
-    n = logits.shape[0]
-    grad = softmax(logits, axis=1)
-    if check_range:
-        grad[xp.arange(n), labels] -= 1
-    else:
-        index, valid = _unchecked(labels, logits.shape[1], xp)
-        grad[xp.arange(n), index] -= 1
-        grad = xp.where(valid[:, None], grad, xp.nan).astype(logits.dtype, copy=False)
-    grad *= _grad_scale(dloss, 1 / n, logits.dtype)
-    return grad
+    index, valid = (labels, None) if check_range else _unchecked(labels, logits.shape[1], get_array_module(logits))
+    return _grad(softmax(logits, axis=1), index, valid, dloss)
+
+
+def _grad(probs, index, valid, dloss):
+    """``dloss * (probs - onehot(index)) / N``, NaN in rows where `valid` is False; `probs` is overwritten."""
+    xp = get_array_module(probs)
+    n = probs.shape[0]
+    probs[xp.arange(n), index] -= 1
+    if valid is not None:
+        probs = xp.where(valid[:, None], probs, xp.nan).astype(probs.dtype, copy=False)
+    probs *= _grad_scale(dloss, 1 / n, probs.dtype)
+    return probs
 
 
 def _grad_scale(dloss, factor: float, dtype):
