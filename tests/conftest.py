@@ -26,6 +26,11 @@ from xpcnn import backend  # noqa: E402
 
 BACKENDS = ["numpy", "cupy"]
 
+#: LocalCluster arguments for tests: no dashboard, and the scheduler's HTTP
+#: routes on a free loopback port. With ``dashboard_address=None`` alone they
+#: take port 8787, which a cluster of an earlier test may still hold.
+NO_DASHBOARD = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+
 
 def _skip_reason(name: str) -> str | None:
     if name in backend.available():

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import to_host
+from conftest import NO_DASHBOARD, to_host
 
 da = pytest.importorskip("dask.array", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
 distributed = pytest.importorskip("distributed", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
@@ -48,7 +48,7 @@ class Unflatten(Layer):
 def client():
     """Two single-threaded worker processes on the loopback, closed after the module."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+                                  **NO_DASHBOARD) as cluster, distributed.Client(cluster) as c:
         yield c
 
 

@@ -11,6 +11,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
 zarr = pytest.importorskip("zarr", reason='the dask extra is not installed (pip install "xpcnn[dask]")')
+from conftest import NO_DASHBOARD  # noqa: E402
 from test_cli import _one_line_error  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -25,7 +26,7 @@ N = 150
 def scheduler():
     """Address of two single-threaded worker processes on the loopback, closed after the module."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
+                                  **NO_DASHBOARD) as cluster:
         yield cluster.scheduler_address
 
 
@@ -111,7 +112,7 @@ def test_local_cluster_leaves_malloc_adaptive(monkeypatch):
     from xpcnn.commands.predict import local_cluster
 
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # other clusters' nannies leak it into this process
-    with local_cluster(1, 1, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with local_cluster(1, 1, **NO_DASHBOARD) as cluster, distributed.Client(cluster) as client:
         env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OPENBLAS_NUM_THREADS")))
     assert list(env.values()) == [(None, "1")]  # distributed's other settings stay
 

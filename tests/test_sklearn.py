@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
+from conftest import NO_DASHBOARD  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
@@ -215,7 +216,7 @@ def test_grid_search_in_two_processes_matches_one(digits):
 def dask_client():
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  **NO_DASHBOARD) as cluster, distributed.Client(cluster) as client:
         yield client
 
 
