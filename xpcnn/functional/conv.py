@@ -617,8 +617,11 @@ def _forward_tiles(x, w, g, y, bias=None):
 
 
 def _store(y: Array, out: Array, b: Array | None) -> None:
-    """``y[...] = out``, plus the bias `b` per channel: added in this copy out of the
-    workspace rather than in another pass over ``y``."""
+    """``y[...] = out``, plus the bias `b` per channel if given.
+
+    The bias is added in this copy out of the workspace rather than in
+    another pass over ``y``.
+    """
     if b is None:
         y[...] = out
     else:
@@ -835,9 +838,12 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
 
 
 def _channel_sums(dy: Array) -> Array:
-    """``dy.sum(axis=(0, 2, 3))``, the bias gradient. On NumPy as a batched product with ones and a
-    sum over images: BLAS sums 3-4x faster than NumPy's reduction over three axes (LeNet-5's
-    layers). A GPU reduces in one kernel."""
+    """The bias gradient ``dy.sum(axis=(0, 2, 3))``.
+
+    On NumPy as a batched product with ones, then a sum over images: BLAS
+    sums 3-4x faster than NumPy's reduction over three axes (LeNet-5's
+    layers). A GPU reduces in one kernel.
+    """
     xp = get_array_module(dy)
     if is_device(xp):
         return dy.sum(axis=(0, 2, 3))

@@ -213,16 +213,16 @@ def _max_pool_backward_block(g: PoolGeometry, dy: Array, x: Array, y: Array, dx:
     tiled = (g.SH, g.SW) == (g.KH, g.KW) and g.OH * g.KH == g.H and g.OW * g.KW == g.W
     dxpad = _grad_frame(dx, g, clear=not tiled)
     offsets = [(i, j) for i in range(g.I0, g.I1) for j in range(g.J0, g.J1)]
-    free = None  # outputs whose winner is not found yet (all, before the first offset)
+    free = None  # outputs whose winner is not found yet; None before the first offset: all
     for k, (i, j) in enumerate(offsets):
         win = (slice(None), slice(None)) + g.window(i, j)
         hit = xpad[win] == y
-        last = k == len(offsets) - 1
-        if free is None:
-            free = None if last else ~hit
-        else:
+        if free is not None:
             hit &= free
-            if not last:
+        if k + 1 < len(offsets):  # later offsets skip the outputs won here
+            if free is None:
+                free = ~hit
+            else:
                 free ^= hit  # hit is a subset of free
         if overlapping:
             dxpad[win] += dy * hit
