@@ -782,19 +782,19 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     # enough for BLAS to spread over its threads (LeNet-5's second layer and
     # shapes D-F: 1.07-1.5x faster than one product per image). With fewer,
     # one block per image: thin chunk-wide products ran 1.5x slower (shape
-    # C), and the per-image copies stay in the cache. The input gradient
-    # has its own layout (_input_grad).
+    # C), and the per-image copies stay in the cache. Side by side, the
+    # input gradient has a layout of its own (_input_grad).
     side = is_device(xp) or g.C // g.G > 4
     by_conv = need_dx and _dx_is_conv(g)
     dx = xp.empty_like(x) if need_dx and not by_conv else None
-    if dx is not None:  # w.T with rows (tap, input channel) per group: see _input_grad
+    if dx is not None and side:  # w.T with rows (tap, input channel) per group: see _input_grad
         wt = xp.ascontiguousarray(w.reshape(G, Og, g.C // G, KK).transpose(0, 3, 2, 1)).reshape(G, -1, Og)
     dwT = xp.empty((G, g.K, Og), dtype=x.dtype)  # transposed: see the products below
     dwT_n = None  # a later chunk's part, added to the first's
-    # Temporaries per image: phases of x and of dx, the im2col matrix (reused for its gradient, over
-    # whole phase frames), dy framed like the output and like the phases and, one block per image,
-    # its weight gradient.
-    frame = ph.Hph * ph.Wph
+    # Temporaries per image: phases of x and of dx, the im2col matrix (reused for its gradient: side by
+    # side over whole phase frames), dy framed like the output (side by side, also like the phases)
+    # and, one block per image, its weight gradient.
+    frame = ph.Hph * ph.Wph if side else ph.L
     per_sample = x.itemsize * (2 * ph.size + g.C * KK * max(ph.L, frame) + g.O * (ph.L + frame)
                                + (0 if side else g.K * g.O))
     step = _chunk(g, per_sample, xp)
@@ -824,8 +824,21 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
             per_image.sum(axis=0, out=part)
         if n0:
             dwT += dwT_n
-        if dx is not None:
+        if dx is None:
+            continue
+        if side:
             _input_grad(dy[n0 : n0 + step], wt, g, ph, dx[n0 : n0 + step])
+            continue
+        # One block per image, dy framed as for dw: the im2col gradient, in the im2col buffer, and
+        # each tap's add into the phases of its images. (Side by side, dy framed again and moved
+        # to images inside channels cost shape C 1.2x the time of the whole backward.)
+        xp.matmul(w.reshape(G, Og, g.K).transpose(0, 2, 1), dyg, out=colg)
+        grad = _workspace(xp, "grad_phases", ph.shape(n), x.dtype)
+        grad[...] = 0
+        gflat = grad.reshape(*ph.shape(n)[:4], -1)
+        for t, a, b, s0 in ph.taps:
+            gflat[a, b, :, :, s0 : s0 + ph.L] += col[:, :, t, :]
+        ph.merge(grad, dx[n0 : n0 + step])
     if by_conv:
         dx = _dx_by_conv(dy, w, g)
     db = _channel_sums(dy)
