@@ -864,8 +864,7 @@ def _input_grad(dy: Array, wt: Array, g: ConvGeometry, ph: _Phases, dx: Array) -
     G, Og, frames = g.G, g.O // g.G, n * ph.Hph * ph.Wph
     size = g.C // G * frames  # one group's images, stacked
     dyf = _workspace(xp, "dy_frames", (g.O, n, ph.Hph, ph.Wph), dy.dtype)
-    dyf[:, :, g.OH :] = 0
-    dyf[:, :, : g.OH, g.OW :] = 0
+    dyf[...] = 0  # the junk columns and the rows below the output
     dyf[:, :, : g.OH, : g.OW] = dy.transpose(1, 0, 2, 3)
     col = _workspace(xp, "col", (G, g.KH * g.KW, size), dy.dtype)
     xp.matmul(wt, dyf.reshape(G, Og, frames), out=col.reshape(G, -1, frames))
